@@ -1,0 +1,60 @@
+//! The command line: `step01-chroot run [OPTIONS] <ROOTFS> [COMMAND [ARG...]]`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "ferry step 01: run a command chrooted into a root filesystem"
+)]
+// With no arguments, say what is missing instead of printing the whole help.
+#[command(arg_required_else_help = false)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Run COMMAND inside ROOTFS and exit with its status
+    Run(RunArgs),
+}
+
+// ANCHOR: run_args
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Directory holding the container's root filesystem
+    pub rootfs: PathBuf,
+
+    /// Command to run in the container, looked up in the container's PATH
+    /// [default: /bin/sh]
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
+// ANCHOR_END: run_args
+
+/// Parses the command line. `--help` and `--version` print to stdout and end
+/// with status 0. A usage error ends like every other runtime failure: one
+/// line on stderr and status 125, so that callers can tell it apart from the
+/// command's own status (clap alone would print several lines and exit 2).
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|error| {
+        if !error.use_stderr() {
+            let _ = error.print();
+            return ExitCode::SUCCESS;
+        }
+        let rendered = error.render().to_string();
+        let first_line = rendered
+            .lines()
+            .next()
+            .unwrap_or("error: invalid arguments");
+        eprintln!("{first_line} (see --help)");
+        ExitCode::from(exit::RUNTIME_FAILURE)
+    })
+}
