@@ -49,12 +49,15 @@ pub fn parse() -> Result<Cli, ExitCode> {
             let _ = error.print();
             return ExitCode::SUCCESS;
         }
+        // clap's message is a paragraph ("…not provided:\n  <ROOTFS>"),
+        // then tips and usage: keep the paragraph, folded onto one line.
         let rendered = error.render().to_string();
-        let first_line = rendered
+        let message: Vec<&str> = rendered
             .lines()
-            .next()
-            .unwrap_or("error: invalid arguments");
-        eprintln!("{first_line} (see --help)");
+            .take_while(|line| !line.is_empty())
+            .map(str::trim)
+            .collect();
+        eprintln!("{} (see --help)", message.join(" "));
         ExitCode::from(exit::RUNTIME_FAILURE)
     })
 }

@@ -1,1 +1,69 @@
-fn main() {}
+//! ferry-lab: the workshop's chores, called by the justfile.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use ferry_tests::{book, rootfs, steps, transcript};
+
+#[derive(Parser)]
+#[command(about = "Builds the workshop rootfs and regenerates the book's generated parts")]
+struct Cli {
+    #[command(subcommand)]
+    chore: Chore,
+}
+
+#[derive(Subcommand)]
+enum Chore {
+    /// Build the workshop root filesystem from the host's static busybox
+    Rootfs {
+        /// Where to build it [default: target/ferry/rootfs]
+        dest: Option<PathBuf>,
+        /// A static program to put into /bin (repeatable)
+        #[arg(long = "program")]
+        programs: Vec<PathBuf>,
+    },
+    /// Write the diff between each pair of consecutive steps into book/src/diffs
+    Diffs,
+    /// Print the diff that leads to step N
+    Diff { step: u8 },
+    /// Run every transcript in the book and write its actual output back
+    Bless,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().chore {
+        Chore::Rootfs { dest, programs } => {
+            let dest = dest.unwrap_or_else(rootfs::default_path);
+            rootfs::build(&dest, &programs)?;
+            eprintln!("workshop rootfs ready at {}", dest.display());
+        }
+        Chore::Diffs => {
+            let all = steps::workspace_steps()?;
+            for pair in all.windows(2) {
+                let path = book::diff_path(&pair[1]);
+                fs::create_dir_all(path.parent().expect("diffs folder"))?;
+                fs::write(&path, book::step_diff(&pair[0], &pair[1])?)
+                    .with_context(|| format!("write {}", path.display()))?;
+            }
+        }
+        Chore::Diff { step } => {
+            let all = steps::workspace_steps()?;
+            let at = all
+                .iter()
+                .position(|s| s.number == step)
+                .context("no such step")?;
+            let before = at
+                .checked_sub(1)
+                .context("step 01 is where it starts: there is no diff")?;
+            print!("{}", book::step_diff(&all[before], &all[at])?);
+        }
+        Chore::Bless => {
+            for path in book::files_below(&book::src(), ".console")? {
+                transcript::check(&path, true)?;
+            }
+        }
+    }
+    Ok(())
+}

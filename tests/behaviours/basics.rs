@@ -1,0 +1,266 @@
+//! Step 01 behaviours: what every step does from the first one on.
+//! Run a command in a root filesystem, relay its output and status exactly,
+//! and fail clearly on bad input.
+
+use anyhow::Result;
+use ferry_tests::host;
+use ferry_tests::scratch::Scratch;
+use nix::sys::signal::Signal;
+
+use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing};
+use crate::{Behaviour, Kind::Feature};
+
+pub const BEHAVIOURS: &[Behaviour] = &[
+    Behaviour {
+        name: "relays_stdout_and_stderr_apart",
+        since: 1,
+        kind: Feature,
+        check: relays_stdout_and_stderr_apart,
+    },
+    Behaviour {
+        name: "relays_exit_status",
+        since: 1,
+        kind: Feature,
+        check: relays_exit_status,
+    },
+    Behaviour {
+        name: "relays_death_by_signal",
+        since: 1,
+        kind: Feature,
+        check: relays_death_by_signal,
+    },
+    Behaviour {
+        name: "passes_arguments_exactly",
+        since: 1,
+        kind: Feature,
+        check: passes_arguments_exactly,
+    },
+    Behaviour {
+        name: "passes_stdin",
+        since: 1,
+        kind: Feature,
+        check: passes_stdin,
+    },
+    Behaviour {
+        name: "runs_sh_by_default",
+        since: 1,
+        kind: Feature,
+        check: runs_sh_by_default,
+    },
+    Behaviour {
+        name: "sets_a_clean_environment",
+        since: 1,
+        kind: Feature,
+        check: sets_a_clean_environment,
+    },
+    Behaviour {
+        name: "starts_in_the_new_root",
+        since: 1,
+        kind: Feature,
+        check: starts_in_the_new_root,
+    },
+    Behaviour {
+        name: "hides_host_files_outside_rootfs",
+        since: 1,
+        kind: Feature,
+        check: hides_host_files_outside_rootfs,
+    },
+    Behaviour {
+        name: "missing_command_is_127",
+        since: 1,
+        kind: Feature,
+        check: missing_command_is_127,
+    },
+    Behaviour {
+        name: "non_executable_command_is_126",
+        since: 1,
+        kind: Feature,
+        check: non_executable_command_is_126,
+    },
+    Behaviour {
+        name: "rejects_missing_rootfs",
+        since: 1,
+        kind: Feature,
+        check: rejects_missing_rootfs,
+    },
+    Behaviour {
+        name: "rejects_rootfs_that_is_a_file",
+        since: 1,
+        kind: Feature,
+        check: rejects_rootfs_that_is_a_file,
+    },
+    Behaviour {
+        name: "rejects_unknown_option",
+        since: 1,
+        kind: Feature,
+        check: rejects_unknown_option,
+    },
+    Behaviour {
+        name: "rejects_missing_arguments",
+        since: 1,
+        kind: Feature,
+        check: rejects_missing_arguments,
+    },
+];
+
+fn relays_stdout_and_stderr_apart(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx.sh(
+        &[],
+        "echo to stdout; echo to stderr >&2; echo more to stdout",
+    )?;
+    expect(&outcome, 0, "to stdout\nmore to stdout\n", "to stderr\n")
+}
+
+fn relays_exit_status(ctx: &Ctx) -> Result<()> {
+    for status in [0, 1, 42, 255] {
+        expect(&ctx.sh(&[], &format!("exit {status}"))?, status, "", "")?;
+    }
+    Ok(())
+}
+
+/// Killed by SIGKILL from outside, the command's death is reported as 137.
+/// The signal comes from the host because a PID 1 cannot be killed from
+/// inside its own PID namespace (step 02).
+fn relays_death_by_signal(ctx: &Ctx) -> Result<()> {
+    let mut running = ctx
+        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    let runtime = running.pid();
+    let sleeper = running.poll("`sleep` to start", || {
+        host::descendants(runtime)
+            .into_iter()
+            .find(|&pid| host::command_name(pid).as_deref() == Some("sleep"))
+    })?;
+    host::signal(sleeper, Signal::SIGKILL)?;
+    expect(&running.finish()?, 137, "ready\n", "")
+}
+
+fn passes_arguments_exactly(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx
+        .run(
+            &[],
+            &["printf", "[%s]", "two words", "", "-c", "--help", "$HOME"],
+        )
+        .output()?;
+    expect(&outcome, 0, "[two words][][-c][--help][$HOME]", "")
+}
+
+fn passes_stdin(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx
+        .run(&[], &["cat"])
+        .stdin("line one\nline two\n")
+        .output()?;
+    expect(&outcome, 0, "line one\nline two\n", "")
+}
+
+fn runs_sh_by_default(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx
+        .run(&[], &[])
+        .stdin("echo hello from $0; exit 3\n")
+        .output()?;
+    expect(&outcome, 3, "hello from /bin/sh\n", "")
+}
+
+/// PATH and HOME are set for the container; the host's variables stay out.
+fn sets_a_clean_environment(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx
+        .run(
+            &[],
+            &[
+                "/bin/sh",
+                "-c",
+                "echo \"$PATH\"; echo \"$HOME\"; echo \"[$FERRY_TEST_SECRET]\"",
+            ],
+        )
+        .env("FERRY_TEST_SECRET", "from the host")
+        .output()?;
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    expect(&outcome, 0, &format!("{path}\n/root\n[]\n"), "")
+}
+
+fn starts_in_the_new_root(ctx: &Ctx) -> Result<()> {
+    expect(&ctx.sh(&[], "pwd")?, 0, "/\n", "")?;
+    expect(
+        &ctx.run(&[], &["ls", "-1", "/"]).output()?,
+        0,
+        &listing(&ctx.rootfs)?,
+        "",
+    )
+}
+
+fn hides_host_files_outside_rootfs(ctx: &Ctx) -> Result<()> {
+    let scratch = Scratch::new("host")?;
+    let secret = scratch.join("secret");
+    std::fs::write(&secret, "host data\n")?;
+    let script = format!(
+        "if test -e '{}'; then echo visible; else echo hidden; fi",
+        secret.display()
+    );
+    expect(&ctx.sh(&[], &script)?, 0, "hidden\n", "")
+}
+
+fn missing_command_is_127(ctx: &Ctx) -> Result<()> {
+    expect_error(
+        &ctx.run(&[], &["/bin/no-such-command"]).output()?,
+        127,
+        "/bin/no-such-command",
+    )?;
+    expect_error(
+        &ctx.run(&[], &["no-such-command", "arg"]).output()?,
+        127,
+        "no-such-command",
+    )
+}
+
+fn non_executable_command_is_126(ctx: &Ctx) -> Result<()> {
+    expect_error(
+        &ctx.run(&[], &["/etc/passwd"]).output()?,
+        126,
+        "/etc/passwd",
+    )?;
+    expect_error(&ctx.run(&[], &["/etc"]).output()?, 126, "/etc")
+}
+
+fn rejects_missing_rootfs(ctx: &Ctx) -> Result<()> {
+    let scratch = Scratch::new("bad-rootfs")?;
+    let missing = scratch.join("no-such-rootfs");
+    let outcome = leaves_mounts_alone(|| {
+        ctx.runtime()
+            .args(["run".as_ref(), missing.as_os_str()])
+            .output()
+    })?;
+    expect_error(&outcome, 125, &missing.display().to_string())?;
+    anyhow::ensure!(
+        listing(scratch.path())?.is_empty(),
+        "the runtime left files behind"
+    );
+    Ok(())
+}
+
+fn rejects_rootfs_that_is_a_file(ctx: &Ctx) -> Result<()> {
+    let scratch = Scratch::new("bad-rootfs")?;
+    let file = scratch.join("rootfs");
+    std::fs::write(&file, "not a directory\n")?;
+    let outcome = leaves_mounts_alone(|| {
+        ctx.runtime()
+            .args(["run".as_ref(), file.as_os_str(), "true".as_ref()])
+            .output()
+    })?;
+    expect_error(&outcome, 125, &file.display().to_string())?;
+    anyhow::ensure!(
+        listing(scratch.path())? == "rootfs\n",
+        "the runtime left files behind"
+    );
+    Ok(())
+}
+
+fn rejects_unknown_option(ctx: &Ctx) -> Result<()> {
+    let outcome = leaves_mounts_alone(|| ctx.run(&["--no-such-option"], &["true"]).output())?;
+    expect_error(&outcome, 125, "--no-such-option")
+}
+
+fn rejects_missing_arguments(ctx: &Ctx) -> Result<()> {
+    expect_error(&ctx.runtime().args(["run"]).output()?, 125, "ROOTFS")?;
+    expect_error(&ctx.runtime().output()?, 125, "subcommand")
+}

@@ -1,0 +1,142 @@
+//! Step 02 behaviours: PID, UTS, IPC and mount namespaces; the command is
+//! PID 1 with a /proc of its own, and a hostname of its own.
+
+use anyhow::{Context, Result, ensure};
+use ferry_tests::host;
+
+use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing};
+use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
+
+pub const BEHAVIOURS: &[Behaviour] = &[
+    Behaviour {
+        name: "command_is_pid_1",
+        since: 2,
+        kind: Feature,
+        check: command_is_pid_1,
+    },
+    Behaviour {
+        name: "sees_only_its_own_processes",
+        since: 2,
+        kind: Feature,
+        check: sees_only_its_own_processes,
+    },
+    Behaviour {
+        name: "mounts_its_own_proc",
+        since: 2,
+        kind: Feature,
+        check: mounts_its_own_proc,
+    },
+    Behaviour {
+        name: "gets_new_namespaces",
+        since: 2,
+        kind: Feature,
+        check: gets_new_namespaces,
+    },
+    Behaviour {
+        name: "sets_hostname",
+        since: 2,
+        kind: Feature,
+        check: sets_hostname,
+    },
+    Behaviour {
+        name: "generates_a_hostname",
+        since: 2,
+        kind: Feature,
+        check: generates_a_hostname,
+    },
+    Behaviour {
+        name: "rejects_bad_hostname",
+        since: 2,
+        kind: RejectedBefore,
+        check: rejects_bad_hostname,
+    },
+];
+
+fn command_is_pid_1(ctx: &Ctx) -> Result<()> {
+    expect(&ctx.sh(&[], "echo $$")?, 0, "1\n", "")
+}
+
+/// The shell lists /proc with a glob, a builtin, so no other process of its
+/// own is running: the only pid it can see is its own.
+fn sees_only_its_own_processes(ctx: &Ctx) -> Result<()> {
+    let outcome = ctx.sh(&[], "for p in /proc/[0-9]*; do echo ${p#/proc/}; done")?;
+    expect(&outcome, 0, "1\n", "")
+}
+
+/// /proc inside is a fresh proc mount of the container's PID namespace; the
+/// host's mount table and the rootfs's /proc folder are untouched by it.
+fn mounts_its_own_proc(ctx: &Ctx) -> Result<()> {
+    let outcome = leaves_mounts_alone(|| ctx.run(&[], &["/bin/cat", "/proc/1/comm"]).output())?;
+    expect(&outcome, 0, "cat\n", "")?;
+    ensure!(
+        listing(&ctx.rootfs.join("proc"))?.is_empty(),
+        "the rootfs's /proc is not empty on the host"
+    );
+    Ok(())
+}
+
+fn gets_new_namespaces(ctx: &Ctx) -> Result<()> {
+    for kind in ["pid", "uts", "ipc", "mnt"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}"))?;
+        let outcome = ctx
+            .run(&[], &["readlink", &format!("/proc/self/ns/{kind}")])
+            .output()?;
+        ensure!(
+            outcome.status == 0,
+            "readlink /proc/self/ns/{kind} in the container failed:\n{outcome}"
+        );
+        ensure!(
+            outcome.stdout.trim_end() != host.to_string_lossy(),
+            "the container shares the host's {kind} namespace ({})",
+            host.display()
+        );
+    }
+    Ok(())
+}
+
+fn sets_hostname(ctx: &Ctx) -> Result<()> {
+    let before = host::hostname()?;
+    expect(
+        &ctx.run(&["--hostname", "ferry-box"], &["hostname"])
+            .output()?,
+        0,
+        "ferry-box\n",
+        "",
+    )?;
+    ensure!(host::hostname()? == before, "the host's hostname changed");
+    Ok(())
+}
+
+/// Without --hostname the container is named by a generated id: 12 hex
+/// digits, as Docker's short ids, and a new one for every container.
+fn generates_a_hostname(ctx: &Ctx) -> Result<()> {
+    let name = |ctx: &Ctx| -> Result<String> {
+        let outcome = ctx.run(&[], &["hostname"]).output()?;
+        ensure!(outcome.status == 0, "hostname failed:\n{outcome}");
+        let name = outcome.stdout.trim_end().to_owned();
+        let hex = name.len() == 12
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        ensure!(
+            hex,
+            "expected a 12-digit hex id as the hostname, got {name:?}"
+        );
+        Ok(name)
+    };
+    let (first, second) = (name(ctx)?, name(ctx)?);
+    ensure!(first != second, "two containers got the same id {first}");
+    ensure!(
+        first != host::hostname().context("host name")?,
+        "the container has the host's name"
+    );
+    Ok(())
+}
+
+fn rejects_bad_hostname(ctx: &Ctx) -> Result<()> {
+    for bad in ["", &"x".repeat(65), "has/slash"] {
+        let outcome = leaves_mounts_alone(|| ctx.run(&["--hostname", bad], &["true"]).output())?;
+        expect_error(&outcome, 125, "hostname")?;
+    }
+    Ok(())
+}

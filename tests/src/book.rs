@@ -1,0 +1,119 @@
+//! Checks and generators for the book: includes that resolve, and the diff
+//! between consecutive steps, generated from the step folders.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use similar::TextDiff;
+
+use crate::steps::Step;
+use crate::workspace;
+
+pub fn src() -> PathBuf {
+    workspace().join("book").join("src")
+}
+
+/// Every file below `dir` whose name ends in `suffix`, sorted.
+pub fn files_below(dir: &Path, suffix: &str) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Every `{{#include FILE}}` and `{{#include FILE:ANCHOR}}` in the book must
+/// name a file that exists and an anchor that it holds. mdBook itself only
+/// warns, and renders the page without the code.
+pub fn check_includes() -> Result<()> {
+    let mut problems = Vec::new();
+    for page in files_below(&src(), ".md")? {
+        let text = fs::read_to_string(&page)?;
+        for include in text.split("{{#include ").skip(1) {
+            let Some(end) = include.find("}}") else {
+                problems.push(format!("{}: unclosed {{{{#include", page.display()));
+                continue;
+            };
+            let spec = include[..end].trim();
+            let (file, anchor) = spec
+                .split_once(':')
+                .map_or((spec, None), |(f, a)| (f, Some(a)));
+            let path = page.parent().expect("page in a folder").join(file);
+            let Ok(source) = fs::read_to_string(&path) else {
+                problems.push(format!(
+                    "{}: included file {file} does not exist",
+                    page.display()
+                ));
+                continue;
+            };
+            let Some(anchor) = anchor.filter(|a| !a.starts_with(|c: char| c.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let has = |marker: &str| source.lines().any(|line| line.trim_end().ends_with(marker));
+            if !has(&format!("ANCHOR: {anchor}")) || !has(&format!("ANCHOR_END: {anchor}")) {
+                problems.push(format!("{}: {file} has no anchor {anchor}", page.display()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        bail!("broken includes:\n{}", problems.join("\n"));
+    }
+    Ok(())
+}
+
+/// Where the book keeps the diff that leads to `step`.
+pub fn diff_path(step: &Step) -> PathBuf {
+    src().join("diffs").join(format!("{}.diff", step.folder))
+}
+
+/// The unified diff from one step's sources to the next step's: Cargo.toml
+/// and everything under src/.
+pub fn step_diff(before: &Step, after: &Step) -> Result<String> {
+    let root = workspace().join("steps");
+    let mut files = sources(&root.join(&before.folder))?;
+    files.extend(sources(&root.join(&after.folder))?);
+    files.sort();
+    files.dedup();
+    let mut diff = String::new();
+    for file in files {
+        let read = |step: &Step| fs::read_to_string(root.join(&step.folder).join(&file)).ok();
+        let (old, new) = (read(before), read(after));
+        let name = |step: &Step, text: &Option<String>| match text {
+            Some(_) => format!("{}/{file}", step.folder),
+            None => "/dev/null".to_owned(),
+        };
+        let (old_name, new_name) = (name(before, &old), name(after, &new));
+        let (old, new) = (old.unwrap_or_default(), new.unwrap_or_default());
+        if old != new {
+            let text = TextDiff::from_lines(&old, &new);
+            diff.push_str(
+                &text
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&old_name, &new_name)
+                    .to_string(),
+            );
+        }
+    }
+    Ok(diff)
+}
+
+fn sources(step_dir: &Path) -> Result<Vec<String>> {
+    let mut files = vec!["Cargo.toml".to_owned()];
+    for path in files_below(&step_dir.join("src"), "")? {
+        let relative = path.strip_prefix(step_dir).expect("below the step");
+        files.push(relative.to_string_lossy().into_owned());
+    }
+    Ok(files)
+}

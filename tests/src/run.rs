@@ -1,0 +1,252 @@
+//! Running a program under test: its own process group, a deadline, stdout
+//! and stderr kept apart, and nothing left running afterwards.
+
+use std::ffi::OsStr;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+
+/// How long any one run may take before it is killed and reported.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+/// How often to look again while polling for a state.
+pub const POLL: Duration = Duration::from_millis(5);
+
+/// How a run ended, and what it printed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The exit status, or 128+N for death by signal N, as a shell reports it.
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "status {}\n--- stdout\n{}--- stderr\n{}---",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+pub struct Run {
+    command: Command,
+    stdin: Vec<u8>,
+}
+
+impl Run {
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        let mut command = Command::new(program);
+        // Our own process group, so that a timeout can end everything the
+        // run started, and nothing else.
+        command.process_group(0);
+        Self {
+            command,
+            stdin: Vec::new(),
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command.args(args);
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    pub fn env_clear(mut self) -> Self {
+        self.command.env_clear();
+        self
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.command.current_dir(dir);
+        self
+    }
+
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = input.into();
+        self
+    }
+
+    /// Runs to the end and returns the outcome.
+    pub fn output(self) -> Result<Outcome> {
+        self.spawn()?.finish()
+    }
+
+    /// Starts the run; read its stdout line by line with `Running::wait_for_line`.
+    pub fn spawn(mut self) -> Result<Running> {
+        let shown = format!("{:?}", self.command);
+        let mut child = self
+            .command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {shown}"))?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = std::mem::take(&mut self.stdin);
+        // A broken pipe is normal here: the command need not read its input.
+        thread::spawn(move || stdin.write_all(&input));
+        let stdout = lines_of(child.stdout.take().expect("piped"));
+        let stderr = whole(child.stderr.take().expect("piped"));
+        Ok(Running {
+            child,
+            shown,
+            stdout,
+            stderr,
+            seen: String::new(),
+            deadline: Instant::now() + DEADLINE,
+            done: false,
+        })
+    }
+}
+
+/// A run in progress. Dropping it before `finish` kills its process group.
+pub struct Running {
+    child: Child,
+    shown: String,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    seen: String,
+    deadline: Instant,
+    done: bool,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until the run prints `line` on stdout.
+    pub fn wait_for_line(&mut self, line: &str) -> Result<()> {
+        loop {
+            let next = self
+                .stdout
+                .recv_timeout(self.deadline.saturating_duration_since(Instant::now()));
+            match next {
+                Ok(got) => {
+                    self.seen.push_str(&got);
+                    if got.trim_end_matches('\n') == line {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("{}: no line {line:?} within {DEADLINE:?}", self.shown)
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!(
+                        "{}: stdout closed before the line {line:?}; it printed {:?}",
+                        self.shown,
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Polls `probe` until it returns Some, or the deadline passes.
+    pub fn poll<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
+        loop {
+            if let Some(found) = probe() {
+                return Ok(found);
+            }
+            if Instant::now() > self.deadline {
+                bail!("{}: {what} did not happen within {DEADLINE:?}", self.shown);
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Waits for the end and returns the outcome.
+    pub fn finish(mut self) -> Result<Outcome> {
+        let leader = Pid::from_raw(self.pid());
+        // WNOWAIT: see the exit but leave the leader a zombie, so its pid, and
+        // with it the process group id, cannot be reused while we clean up.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        while waitid(Id::Pid(leader), flags).context("waitid")? == WaitStatus::StillAlive {
+            if Instant::now() > self.deadline {
+                bail!("{}: still running after {DEADLINE:?}; killed", self.shown);
+            }
+            thread::sleep(POLL);
+        }
+        // Anything the run left behind in its group would hold the output
+        // pipes open; it is ours to end.
+        let _ = killpg(leader, Signal::SIGKILL);
+        let status = self.child.wait().context("wait")?;
+        self.done = true;
+        let status = status
+            .code()
+            .or(status.signal().map(|n| 128 + n))
+            .expect("exited or signalled");
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        while let Ok(line) = self.stdout.recv_timeout(left) {
+            self.seen.push_str(&line);
+        }
+        let stderr = self.stderr.recv_timeout(left).context("read stderr")?;
+        Ok(Outcome {
+            status,
+            stdout: std::mem::take(&mut self.seen),
+            stderr,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.done {
+            // The leader is not reaped yet, so the group id is still ours.
+            let _ = killpg(Pid::from_raw(self.pid()), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn lines_of(pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (send, receive) = channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(pipe);
+        loop {
+            let mut line = Vec::new();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if send
+                        .send(String::from_utf8_lossy(&line).into_owned())
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    receive
+}
+
+fn whole(mut pipe: impl Read + Send + 'static) -> Receiver<String> {
+    let (send, receive) = channel();
+    thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = pipe.read_to_end(&mut all);
+        let _ = send.send(String::from_utf8_lossy(&all).into_owned());
+    });
+    receive
+}

@@ -1,0 +1,93 @@
+//! The steps under test, and the binary that stands for each.
+//!
+//! By default every folder `steps/NN-slug` is a step, tested through the
+//! binary `stepNN-slug` that cargo built. To grade another implementation
+//! (a learner's own), set `FERRY_BIN=/path/to/binary` and `FERRY_STEP=N`:
+//! the suite then runs every behaviour up to step N against that binary alone.
+//! `FERRY_STEPS=2,3` limits a normal run to those steps' binaries.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{target_dir, workspace};
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub number: u8,
+    /// The folder name, `02-pid-ns`.
+    pub folder: String,
+    pub binary: PathBuf,
+}
+
+impl Step {
+    pub fn label(&self) -> String {
+        format!("step{:02}", self.number)
+    }
+}
+
+/// Every step folder in the workspace, in order, with cargo's binary for each.
+pub fn workspace_steps() -> Result<Vec<Step>> {
+    let mut steps = Vec::new();
+    let dir = workspace().join("steps");
+    for entry in fs::read_dir(&dir).with_context(|| format!("read {}", dir.display()))? {
+        let folder = entry?.file_name().to_string_lossy().into_owned();
+        let Some(number) = folder.get(..2).and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let binary = target_dir().join("debug").join(format!("step{folder}"));
+        steps.push(Step {
+            number,
+            folder,
+            binary,
+        });
+    }
+    steps.sort_by_key(|step| step.number);
+    for (expected, step) in (1..).zip(&steps) {
+        ensure!(
+            step.number == expected,
+            "steps/ has no step {expected:02}: {}",
+            step.folder
+        );
+    }
+    Ok(steps)
+}
+
+/// The steps this run tests: see the module's documentation.
+pub fn under_test() -> Result<Vec<Step>> {
+    let all = workspace_steps()?;
+    if let Some(binary) = std::env::var_os("FERRY_BIN") {
+        let number: u8 = std::env::var("FERRY_STEP")
+            .context("FERRY_BIN needs FERRY_STEP=N: which step the binary claims to be")?
+            .parse()
+            .context("FERRY_STEP must be a step number")?;
+        let Some(step) = all.into_iter().find(|step| step.number == number) else {
+            bail!("FERRY_STEP={number}: there is no such step");
+        };
+        return Ok(vec![Step {
+            binary: binary.into(),
+            ..step
+        }]);
+    }
+    let Ok(only) = std::env::var("FERRY_STEPS") else {
+        return Ok(all);
+    };
+    let wanted: Vec<u8> = only
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .with_context(|| format!("FERRY_STEPS: bad step {n:?}"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(all
+        .into_iter()
+        .filter(|step| wanted.contains(&step.number))
+        .collect())
+}
+
+/// Whether this run grades one foreign binary (FERRY_BIN) rather than the workspace.
+pub fn grading() -> bool {
+    std::env::var_os("FERRY_BIN").is_some()
+}

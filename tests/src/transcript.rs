@@ -1,0 +1,198 @@
+//! Console transcripts in the book, checked by running them.
+//!
+//! A transcript (`*.console` under book/src) is what a reader types and sees:
+//! lines starting with `# ` are commands, run as root, one after another in
+//! one shell; the lines after a command are its output, stdout and stderr
+//! together as on a terminal. `[..]` in an expected line matches any text,
+//! for what differs from run to run (an id, a pid, the host's name).
+//! The commands run in a fresh folder holding `rootfs`, a copy of the
+//! workshop rootfs, with the step binaries on PATH.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::run::Run;
+use crate::scratch::Scratch;
+use crate::{rootfs, target_dir};
+
+const PROMPT: &str = "# ";
+const MARKER: &str = "@@ferry-transcript-end-of-command@@";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub command: String,
+    pub output: Vec<String>,
+}
+
+pub fn parse(text: &str) -> Result<Vec<Entry>> {
+    let mut entries: Vec<Entry> = Vec::new();
+    for line in text.lines() {
+        if let Some(command) = line.strip_prefix(PROMPT) {
+            entries.push(Entry {
+                command: command.to_owned(),
+                output: Vec::new(),
+            });
+        } else {
+            let Some(last) = entries.last_mut() else {
+                bail!("a transcript starts with a command: {line:?}")
+            };
+            last.output.push(line.to_owned());
+        }
+    }
+    Ok(entries)
+}
+
+pub fn render(entries: &[Entry]) -> String {
+    let mut text = String::new();
+    for entry in entries {
+        text.push_str(&format!("{PROMPT}{}\n", entry.command));
+        for line in &entry.output {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Runs the transcript's commands and returns it with the output they gave.
+pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
+    let scratch = Scratch::new("transcript")?;
+    copy_rootfs(&rootfs::built()?, &scratch.join("rootfs"))?;
+    let mut script = String::from("exec 2>&1\n");
+    for entry in entries {
+        // Keep $? of the command for the next one across the marker.
+        script.push_str(&format!(
+            "{}\nferry_status=$?; echo; echo {MARKER}; (exit $ferry_status)\n",
+            entry.command
+        ));
+    }
+    let path = format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        target_dir().join("debug").display()
+    );
+    let outcome = Run::new("/bin/sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", path)
+        .env("HOME", "/root")
+        .env("LANG", "C")
+        .current_dir(scratch.path())
+        .output()?;
+    let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();
+    ensure!(
+        outputs.pop() == Some(""),
+        "the transcript's shell ended early:\n{outcome}"
+    );
+    ensure!(
+        outputs.len() == entries.len(),
+        "the transcript's shell ended early:\n{outcome}"
+    );
+    Ok(entries
+        .iter()
+        .zip(outputs)
+        .map(|(entry, output)| Entry {
+            command: entry.command.clone(),
+            output: output.lines().map(str::to_owned).collect(),
+        })
+        .collect())
+}
+
+/// Whether an actual line matches an expected one, `[..]` matching any text.
+pub fn line_matches(expected: &str, actual: &str) -> bool {
+    let mut parts = expected.split("[..]");
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = actual.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        let Some(at) = rest.find(part) else {
+            return false;
+        };
+        rest = &rest[at + part.len()..];
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+fn output_matches(expected: &[String], actual: &[String]) -> bool {
+    expected.len() == actual.len() && expected.iter().zip(actual).all(|(e, a)| line_matches(e, a))
+}
+
+/// The expected output updated to what ran: lines that still match keep
+/// their wildcards, the others take the actual text.
+pub fn bless(expected: &[Entry], actual: &[Entry]) -> Vec<Entry> {
+    expected
+        .iter()
+        .zip(actual)
+        .map(|(e, a)| {
+            if output_matches(&e.output, &a.output) {
+                return e.clone();
+            }
+            let keep = e.output.len() == a.output.len();
+            let output = a
+                .output
+                .iter()
+                .enumerate()
+                .map(|(i, line)| match e.output.get(i) {
+                    Some(pattern) if keep && line_matches(pattern, line) => pattern.clone(),
+                    _ => line.clone(),
+                })
+                .collect();
+            Entry {
+                command: e.command.clone(),
+                output,
+            }
+        })
+        .collect()
+}
+
+/// Runs the transcript at `path` and checks its output; with `bless`, writes
+/// the actual output back instead of failing.
+pub fn check(path: &Path, bless_it: bool) -> Result<()> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let expected = parse(&text)?;
+    let actual = replay(&expected)?;
+    let mut problems = Vec::new();
+    for (e, a) in expected.iter().zip(&actual) {
+        if !output_matches(&e.output, &a.output) {
+            problems.push(format!(
+                "# {}\nexpected:\n{}\nactual:\n{}",
+                e.command,
+                e.output.join("\n"),
+                a.output.join("\n")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if bless_it {
+        return fs::write(path, render(&bless(&expected, &actual)))
+            .with_context(|| format!("write {}", path.display()));
+    }
+    bail!(
+        "{} is stale (regenerate with `just bless`):\n{}",
+        path.display(),
+        problems.join("\n\n")
+    )
+}
+
+fn copy_rootfs(from: &Path, to: &Path) -> Result<()> {
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .context("run cp")?;
+    ensure!(
+        out.status.success(),
+        "copy the rootfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
