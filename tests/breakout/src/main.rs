@@ -12,6 +12,7 @@
 //!   2. chdir("..") until "." and ".." are the same directory: no root stops
 //!      the climb on the way, so that is the host's real "/";
 //!   3. chroot(".") there.
+//!
 //! It needs CAP_SYS_CHROOT, which root has. Step 03 closes the hole: after
 //! pivot_root and detaching the old root, there is no host tree left above.
 
