@@ -28,7 +28,7 @@ impl Handoff {
     }
 
     /// Child side: report `error` to the parent and exit with its status.
-    pub fn fail(self, error: &anyhow::Error) -> ! {
+    pub fn fail(&self, error: &anyhow::Error) -> ! {
         let status = exit::code_for(error);
         let mut report = vec![status];
         report.extend_from_slice(format!("{error:#}").as_bytes());

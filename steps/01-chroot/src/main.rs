@@ -51,7 +51,7 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     // single-threaded process and may run any code (not only async-signal-safe
     // functions) until it execs.
     match unsafe { fork() }.context("fork")? {
-        ForkResult::Child => child(&rootfs, &command, handoff),
+        ForkResult::Child => child(&rootfs, &command, &handoff),
         ForkResult::Parent { child } => parent(child, handoff),
     }
 }
@@ -60,7 +60,7 @@ fn run(args: cli::RunArgs) -> Result<u8> {
 // ANCHOR: child
 /// In the child: enter the root filesystem, then become COMMAND.
 /// Never returns: if anything fails, the parent is told why and the child exits.
-fn child(rootfs: &Path, command: &Command, handoff: Handoff) -> ! {
+fn child(rootfs: &Path, command: &Command, handoff: &Handoff) -> ! {
     let failure = enter_container(rootfs, command).unwrap_err();
     handoff.fail(&failure)
 }

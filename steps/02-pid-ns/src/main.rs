@@ -1,0 +1,100 @@
+//! step02-pid-ns: the whole runtime at step 02.
+//!
+//! `run ROOTFS COMMAND`: clone a child into new PID, UTS, IPC and mount
+//! namespaces; the child sets its hostname, changes its root directory to
+//! ROOTFS, mounts a /proc of its own and executes COMMAND as PID 1; the parent
+//! waits and leaves with the child's status.
+//! Read this file top to bottom: it is the sequence of what happens.
+
+mod cli;
+mod command;
+mod exit;
+mod handoff;
+mod id;
+mod mounts;
+mod namespaces;
+mod rootfs;
+mod signals;
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use nix::sys::wait::waitpid;
+use nix::unistd::{Pid, chdir, chroot, sethostname};
+
+use command::Command;
+use handoff::Handoff;
+
+fn main() -> ExitCode {
+    let args = match cli::parse() {
+        Ok(cli::Cli {
+            command: cli::Verb::Run(args),
+        }) => args,
+        Err(code) => return code,
+    };
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            // `{:#}` prints the error with its context on one line:
+            // "chroot into /srv/rootfs: EPERM: Operation not permitted".
+            eprintln!("error: {error:#}");
+            ExitCode::from(exit::code_for(&error))
+        }
+    }
+}
+
+// ANCHOR: run
+/// Runs the container and returns the exit code to leave with.
+fn run(args: cli::RunArgs) -> Result<u8> {
+    let rootfs = rootfs::check(&args.rootfs)?;
+    let hostname = match args.hostname {
+        Some(name) => name,
+        None => id::generate()?,
+    };
+    let command = Command::new(args.command)?;
+    let handoff = Handoff::new()?;
+    signals::ignore_terminal_interrupts()?;
+    let child = namespaces::clone_child(|| child(&rootfs, &hostname, &command, &handoff))?;
+    parent(child, handoff)
+}
+// ANCHOR_END: run
+
+// ANCHOR: child
+/// In the child, now PID 1 of its own namespaces: set up the container,
+/// then become COMMAND.
+/// Never returns: if anything fails, the parent is told why and the child exits.
+fn child(rootfs: &Path, hostname: &str, command: &Command, handoff: &Handoff) -> ! {
+    let failure = enter_container(rootfs, hostname, command).unwrap_err();
+    handoff.fail(&failure)
+}
+
+fn enter_container(rootfs: &Path, hostname: &str, command: &Command) -> Result<Infallible> {
+    signals::restore_defaults()?;
+    // Before any mount: our new mount namespace began as a copy of the
+    // host's, still wired to it; cut the wires so nothing mounted here
+    // shows up on the host.
+    mounts::make_all_private()?;
+    // The UTS namespace is ours alone: this changes no one else's hostname.
+    sethostname(hostname).with_context(|| format!("set the hostname to {hostname}"))?;
+    chroot(rootfs).with_context(|| format!("chroot into {}", rootfs.display()))?;
+    // chroot changes what "/" means but not the current directory, which still
+    // points at the host's tree. Without this chdir the command would start
+    // outside its own root.
+    chdir("/").context("chdir to the new root")?;
+    mounts::mount_proc()?;
+    command.exec()
+}
+// ANCHOR_END: child
+
+// ANCHOR: parent
+/// In the parent: pass signals on, learn whether the exec worked, wait for the end.
+fn parent(child: Pid, handoff: Handoff) -> Result<u8> {
+    signals::forward_to(child)?;
+    let started = handoff.wait_for_exec();
+    let status = waitpid(child, None).context("wait for the container")?;
+    started?;
+    Ok(exit::code_of(status))
+}
+// ANCHOR_END: parent
