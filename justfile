@@ -7,6 +7,9 @@ host := `rustc -vV | sed -n 's/^host: //p'`
 rootfs := "target/ferry/rootfs"
 mdbook_version := "0.5.4"
 sudo := if `id -u` == "0" { "" } else { "sudo" }
+# Not root: cargo builds as you, and runs only the test binaries with sudo,
+# so that target/ never fills with files owned by root.
+as_root := if `id -u` == "0" { "" } else { "env CARGO_TARGET_" + replace(uppercase(host), "-", "_") + "_RUNNER='sudo --preserve-env'" }
 
 # List the recipes
 default:
@@ -43,7 +46,7 @@ run-step N *ARGS: rootfs
 
 # Run the behaviour suite against step N's binary
 test-step N: build rootfs
-    {{sudo}} env FERRY_STEPS={{N}} "$(command -v cargo)" test -q -p ferry-tests --test behaviours
+    FERRY_STEPS={{N}} {{as_root}} cargo test -q -p ferry-tests --test behaviours
 
 # Show the diff from step N-1 to step N
 diff-step N:
@@ -52,18 +55,19 @@ diff-step N:
 # Regenerate the book's step diffs and transcripts from the sources
 bless: build rootfs
     cargo run -q -p ferry-tests --bin ferry-lab -- diffs
-    {{sudo}} "$(command -v cargo)" run -q -p ferry-tests --bin ferry-lab -- bless
+    {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bless
 
 # Build the book and serve it at http://localhost:3000
 book: setup
     mdbook serve book --open
 
-# Everything CI checks: format, lints, the behaviour suite, the book
+# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks
 test: setup build rootfs
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings
-    {{sudo}} "$(command -v cargo)" test --workspace
     just book-check
+    cargo test -q --workspace --lib --bins
+    {{as_root}} cargo test -p ferry-tests --test behaviours --test book
 
 # Build the book and fail on any warning
 book-check:

@@ -77,6 +77,20 @@ pub fn diff_path(step: &Step) -> PathBuf {
     src().join("diffs").join(format!("{}.diff", step.folder))
 }
 
+/// The book's diff for `after` must be what the step folders give now.
+pub fn check_diff(before: &Step, after: &Step) -> Result<()> {
+    let path = diff_path(after);
+    let fresh = step_diff(before, after)?;
+    match fs::read_to_string(&path) {
+        Ok(text) if text == fresh => Ok(()),
+        Ok(_) => bail!(
+            "{} is stale: regenerate it with `just bless`",
+            path.display()
+        ),
+        Err(error) => bail!("{}: {error}: generate it with `just bless`", path.display()),
+    }
+}
+
 /// The unified diff from one step's sources to the next step's: Cargo.toml
 /// and everything under src/.
 pub fn step_diff(before: &Step, after: &Step) -> Result<String> {

@@ -196,3 +196,38 @@ fn copy_rootfs(from: &Path, to: &Path) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_any_text() {
+        assert!(line_matches("my pid is [..]", "my pid is 4711"));
+        assert!(line_matches("[..]", ""));
+        assert!(line_matches("a[..]b[..]c", "a-b-c"));
+        assert!(line_matches("exact", "exact"));
+        assert!(!line_matches("exact", "exactly"));
+        assert!(!line_matches("my pid is [..]", "your pid is 1"));
+        assert!(!line_matches("a[..]b", "ab-"));
+        // The suffix must not overlap the prefix.
+        assert!(!line_matches("ab[..]ba", "aba"));
+    }
+
+    #[test]
+    fn parses_commands_and_their_output() {
+        let entries = parse("# echo a; echo b\na\nb\n# true\n").unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].output, ["a", "b"]);
+        assert!(entries[1].output.is_empty());
+        assert_eq!(render(&entries), "# echo a; echo b\na\nb\n# true\n");
+        assert!(parse("output before any command\n").is_err());
+    }
+
+    #[test]
+    fn bless_keeps_wildcards_that_still_match() {
+        let expected = parse("# c\npid [..]\nold\n").unwrap();
+        let actual = parse("# c\npid 12\nnew\n").unwrap();
+        assert_eq!(render(&bless(&expected, &actual)), "# c\npid [..]\nnew\n");
+    }
+}
