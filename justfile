@@ -33,8 +33,8 @@ build:
 
 # Build the workshop root filesystem in target/ferry/rootfs
 rootfs: setup
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
-    cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
+    @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
+    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
 
 # Build step N and run it: `just run-step 2 --hostname box /bin/hostname`
 run-step N *ARGS: rootfs
