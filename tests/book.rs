@@ -4,17 +4,10 @@
 use std::process::ExitCode;
 
 use ferry_tests::{book, privileged, steps, transcript};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 
 fn main() -> ExitCode {
-    let arguments = Arguments::from_args();
-    match trials() {
-        Ok(trials) => libtest_mimic::run(&arguments, trials).exit_code(),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_tests::run_trials(trials())
 }
 
 fn failed(error: anyhow::Error) -> Failed {

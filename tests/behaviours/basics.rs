@@ -2,7 +2,9 @@
 //! Run a command in a root filesystem, relay its output and status exactly,
 //! and fail clearly on bad input.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{Result, ensure};
 use ferry_tests::host;
 use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
@@ -201,58 +203,42 @@ fn hides_host_files_outside_rootfs(ctx: &Ctx) -> Result<()> {
 }
 
 fn missing_command_is_127(ctx: &Ctx) -> Result<()> {
-    expect_error(
-        &ctx.run(&[], &["/bin/no-such-command"]).output()?,
-        127,
-        "/bin/no-such-command",
-    )?;
-    expect_error(
-        &ctx.run(&[], &["no-such-command", "arg"]).output()?,
-        127,
-        "no-such-command",
-    )
+    for command in [&["/bin/no-such-command"][..], &["no-such-command", "arg"]] {
+        expect_error(&ctx.run(&[], command).output()?, 127, command[0])?;
+    }
+    Ok(())
 }
 
 fn non_executable_command_is_126(ctx: &Ctx) -> Result<()> {
-    expect_error(
-        &ctx.run(&[], &["/etc/passwd"]).output()?,
-        126,
-        "/etc/passwd",
-    )?;
-    expect_error(&ctx.run(&[], &["/etc"]).output()?, 126, "/etc")
+    for path in ["/etc/passwd", "/etc"] {
+        expect_error(&ctx.run(&[], &[path]).output()?, 126, path)?;
+    }
+    Ok(())
+}
+
+/// A bad ROOTFS gets 125 and an error that names it, and nothing is left
+/// beside it.
+fn rejects_rootfs(ctx: &Ctx, scratch: &Scratch, rootfs: &Path) -> Result<()> {
+    let before = listing(scratch.path())?;
+    let outcome = leaves_mounts_alone(|| ctx.run_with_rootfs(rootfs, &[], &["true"]).output())?;
+    expect_error(&outcome, 125, &rootfs.display().to_string())?;
+    ensure!(
+        listing(scratch.path())? == before,
+        "the runtime left files behind"
+    );
+    Ok(())
 }
 
 fn rejects_missing_rootfs(ctx: &Ctx) -> Result<()> {
     let scratch = Scratch::new("bad-rootfs")?;
-    let missing = scratch.join("no-such-rootfs");
-    let outcome = leaves_mounts_alone(|| {
-        ctx.runtime()
-            .args(["run".as_ref(), missing.as_os_str()])
-            .output()
-    })?;
-    expect_error(&outcome, 125, &missing.display().to_string())?;
-    anyhow::ensure!(
-        listing(scratch.path())?.is_empty(),
-        "the runtime left files behind"
-    );
-    Ok(())
+    rejects_rootfs(ctx, &scratch, &scratch.join("no-such-rootfs"))
 }
 
 fn rejects_rootfs_that_is_a_file(ctx: &Ctx) -> Result<()> {
     let scratch = Scratch::new("bad-rootfs")?;
     let file = scratch.join("rootfs");
     std::fs::write(&file, "not a directory\n")?;
-    let outcome = leaves_mounts_alone(|| {
-        ctx.runtime()
-            .args(["run".as_ref(), file.as_os_str(), "true".as_ref()])
-            .output()
-    })?;
-    expect_error(&outcome, 125, &file.display().to_string())?;
-    anyhow::ensure!(
-        listing(scratch.path())? == "rootfs\n",
-        "the runtime left files behind"
-    );
-    Ok(())
+    rejects_rootfs(ctx, &scratch, &file)
 }
 
 fn rejects_unknown_option(ctx: &Ctx) -> Result<()> {

@@ -2,7 +2,7 @@
 //! exact assertions on how a run ended.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use ferry_tests::host;
@@ -35,9 +35,14 @@ impl Ctx {
 
     /// `stepNN run OPTIONS ROOTFS COMMAND...` in the workshop rootfs.
     pub fn run(&self, options: &[&str], command: &[&str]) -> Run {
+        self.run_with_rootfs(&self.rootfs, options, command)
+    }
+
+    /// `stepNN run OPTIONS ROOTFS COMMAND...` with a ROOTFS of the test's choosing.
+    pub fn run_with_rootfs(&self, rootfs: &Path, options: &[&str], command: &[&str]) -> Run {
         let mut args: Vec<&OsStr> = vec!["run".as_ref()];
         args.extend(options.iter().map(OsStr::new));
-        args.push(self.rootfs.as_os_str());
+        args.push(rootfs.as_os_str());
         args.extend(command.iter().map(OsStr::new));
         self.runtime().args(args)
     }
@@ -85,7 +90,7 @@ pub fn leaves_mounts_alone<T>(act: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// The names in a host directory, sorted, one per line, as `ls -1` prints them.
-pub fn listing(dir: &std::path::Path) -> Result<String> {
+pub fn listing(dir: &Path) -> Result<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("read {}", dir.display()))?
         .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))

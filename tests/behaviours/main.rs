@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use ferry_tests::steps::{self, Step};
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Failed, Trial};
 
 pub use check::Ctx;
 
@@ -41,14 +41,7 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
 }
 
 fn main() -> ExitCode {
-    let arguments = Arguments::from_args();
-    match trials() {
-        Ok(trials) => libtest_mimic::run(&arguments, trials).exit_code(),
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    ferry_tests::run_trials(trials())
 }
 
 fn trials() -> Result<Vec<Trial>> {

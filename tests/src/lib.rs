@@ -28,6 +28,19 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Runs a custom test harness's trials with libtest's command line and
+/// output, so `cargo test` and CI read it like any other test binary.
+pub fn run_trials(trials: anyhow::Result<Vec<libtest_mimic::Trial>>) -> std::process::ExitCode {
+    let arguments = libtest_mimic::Arguments::from_args();
+    match trials {
+        Ok(trials) => libtest_mimic::run(&arguments, trials).exit_code(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Whether privileged tests may run. Under CI=true a privileged test that
 /// cannot run must fail, never skip; elsewhere it is skipped with a reason.
 pub fn privileged() -> Privilege {
