@@ -3,7 +3,8 @@
 //! By default every folder `steps/NN-slug` is a step, tested through the
 //! binary `stepNN-slug` that cargo built. To grade another implementation
 //! (a learner's own), set `FERRY_BIN=/path/to/binary` and `FERRY_STEP=N`:
-//! the suite then runs every behaviour up to step N against that binary alone.
+//! the suite then runs every behaviour up to step N against that binary alone
+//! (a relative path is taken from the workspace's top folder).
 //! `FERRY_STEPS=2,3` limits a normal run to those steps' binaries.
 
 use std::fs;

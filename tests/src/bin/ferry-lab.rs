@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -32,8 +33,18 @@ enum Chore {
     Bless,
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().chore {
+fn main() -> ExitCode {
+    match chore(Cli::parse().chore) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chore(chore: Chore) -> Result<()> {
+    match chore {
         Chore::Rootfs { dest, programs } => {
             let dest = dest.unwrap_or_else(rootfs::default_path);
             rootfs::build(&dest, &programs)?;
