@@ -66,10 +66,9 @@ pub fn under_test() -> Result<Vec<Step>> {
         let Some(step) = all.into_iter().find(|step| step.number == number) else {
             bail!("FERRY_STEP={number}: there is no such step");
         };
-        return Ok(vec![Step {
-            binary: binary.into(),
-            ..step
-        }]);
+        // Relative to the workspace, where `just` runs its recipes.
+        let binary = workspace().join(binary);
+        return Ok(vec![Step { binary, ..step }]);
     }
     let Ok(only) = std::env::var("FERRY_STEPS") else {
         return Ok(all);
