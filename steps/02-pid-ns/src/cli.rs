@@ -11,7 +11,7 @@ use crate::exit;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "ferry step 01: run a command chrooted into a root filesystem"
+    about = "ferry step 02: run a command in new PID, UTS, IPC and mount namespaces"
 )]
 // With no arguments, say what is missing instead of printing the whole help.
 #[command(arg_required_else_help = false)]
