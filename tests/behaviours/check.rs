@@ -1,18 +1,33 @@
 //! What every behaviour uses: the step under test, the workshop rootfs, and
 //! exact assertions on how a run ended.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
 use ferry_tests::host;
 use ferry_tests::rootfs;
 use ferry_tests::run::{Outcome, Run};
+use ferry_tests::scratch::Scratch;
 use ferry_tests::steps::Step;
+
+/// The step from which `run` takes `--root DIR`, where containers keep
+/// their writable layers.
+const ROOT_OPTION_SINCE: u8 = 3;
 
 pub struct Ctx {
     pub step: Step,
+    /// This test's own copy of the workshop rootfs: before step 03 a
+    /// container's writes land in ROOTFS itself, and a test that checks a
+    /// later step's feature on an earlier step must not change what other
+    /// tests see.
     pub rootfs: PathBuf,
+    _rootfs_copy: Scratch,
+    /// This test's own `--root`, from step 03 on; removed with the test.
+    pub state: Scratch,
 }
 
 impl Ctx {
@@ -22,9 +37,23 @@ impl Ctx {
             "{} does not exist: build the steps first (`cargo build --workspace`, or `just test`)",
             step.binary.display()
         );
+        let copy = Scratch::new("rootfs")?;
+        let rootfs = copy.join("rootfs");
+        let out = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(rootfs::built()?)
+            .arg(&rootfs)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "copy the rootfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(Self {
             step,
-            rootfs: rootfs::built()?,
+            rootfs,
+            _rootfs_copy: copy,
+            state: Scratch::new("state")?,
         })
     }
 
@@ -41,6 +70,9 @@ impl Ctx {
     /// `stepNN run OPTIONS ROOTFS COMMAND...` with a ROOTFS of the test's choosing.
     pub fn run_with_rootfs(&self, rootfs: &Path, options: &[&str], command: &[&str]) -> Run {
         let mut args: Vec<&OsStr> = vec!["run".as_ref()];
+        if self.step.number >= ROOT_OPTION_SINCE && !options.contains(&"--root") {
+            args.extend(["--root".as_ref(), self.state.path().as_os_str()]);
+        }
         args.extend(options.iter().map(OsStr::new));
         args.push(rootfs.as_os_str());
         args.extend(command.iter().map(OsStr::new));
@@ -87,6 +119,56 @@ pub fn leaves_mounts_alone<T>(act: impl FnOnce() -> Result<T>) -> Result<T> {
         "the host's mount table changed:\nbefore:\n{before}\nafter:\n{after}"
     );
     Ok(result)
+}
+
+/// Everything in a tree: each path with its type, mode and owner, and the
+/// bytes of a file or the target of a link.
+pub type Tree = BTreeMap<PathBuf, (String, Vec<u8>)>;
+
+pub fn snapshot(root: &Path) -> Result<Tree> {
+    let mut found = Tree::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta =
+            fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
+        let content = if meta.is_symlink() {
+            fs::read_link(&path)?.into_os_string().into_encoded_bytes()
+        } else if meta.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            Vec::new()
+        } else {
+            fs::read(&path)?
+        };
+        let what = format!(
+            "{:?}, mode {:o}, owner {}",
+            meta.file_type(),
+            meta.mode(),
+            meta.uid()
+        );
+        found.insert(
+            path.strip_prefix(root)
+                .expect("below the root")
+                .to_path_buf(),
+            (what, content),
+        );
+    }
+    Ok(found)
+}
+
+/// The two snapshots are the same, or the error names every path that differs.
+pub fn same_tree(before: &Tree, after: &Tree) -> Result<()> {
+    let mut paths: Vec<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    let changed: Vec<String> = paths
+        .into_iter()
+        .filter(|path| before.get(*path) != after.get(*path))
+        .map(|path| format!("/{}", path.display()))
+        .collect();
+    ensure!(changed.is_empty(), "changed: {}", changed.join(", "));
+    Ok(())
 }
 
 /// The names in a host directory, sorted, one per line, as `ls -1` prints them.

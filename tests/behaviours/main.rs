@@ -8,6 +8,7 @@
 
 mod basics;
 mod check;
+mod mount_overlay;
 mod pid_ns;
 
 use std::process::ExitCode;
@@ -37,7 +38,10 @@ pub enum Kind {
 }
 
 fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
-    basics::BEHAVIOURS.iter().chain(pid_ns::BEHAVIOURS)
+    basics::BEHAVIOURS
+        .iter()
+        .chain(pid_ns::BEHAVIOURS)
+        .chain(mount_overlay::BEHAVIOURS)
 }
 
 fn main() -> ExitCode {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -43,6 +43,7 @@ impl fmt::Display for Outcome {
 pub struct Run {
     command: Command,
     stdin: Vec<u8>,
+    hold_stdin: bool,
 }
 
 impl Run {
@@ -54,6 +55,7 @@ impl Run {
         Self {
             command,
             stdin: Vec::new(),
+            hold_stdin: false,
         }
     }
 
@@ -86,6 +88,13 @@ impl Run {
         self
     }
 
+    /// Keeps stdin open after the input is written, until
+    /// `Running::close_stdin`: a container can `read` to wait for the test.
+    pub fn hold_stdin(mut self) -> Self {
+        self.hold_stdin = true;
+        self
+    }
+
     /// Runs to the end and returns the outcome.
     pub fn output(self) -> Result<Outcome> {
         self.spawn()?.finish()
@@ -104,11 +113,16 @@ impl Run {
         let mut stdin = child.stdin.take().expect("piped");
         let input = std::mem::take(&mut self.stdin);
         // A broken pipe is normal here: the command need not read its input.
-        thread::spawn(move || stdin.write_all(&input));
+        let hold = self.hold_stdin;
+        let writer = thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+            hold.then_some(stdin)
+        });
         let stdout = lines_of(child.stdout.take().expect("piped"));
         let stderr = whole(child.stderr.take().expect("piped"));
         Ok(Running {
             child,
+            stdin: Some(writer),
             shown,
             stdout,
             stderr,
@@ -122,6 +136,8 @@ impl Run {
 /// A run in progress. Dropping it before `finish` kills its process group.
 pub struct Running {
     child: Child,
+    /// The thread writing stdin; it hands the pipe back when it is held open.
+    stdin: Option<thread::JoinHandle<Option<ChildStdin>>>,
     shown: String,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
@@ -162,6 +178,13 @@ impl Running {
         }
     }
 
+    /// Closes stdin: a container waiting in `read` goes on.
+    pub fn close_stdin(&mut self) {
+        if let Some(writer) = self.stdin.take() {
+            drop(writer.join());
+        }
+    }
+
     /// Polls `probe` until it returns Some, or the deadline passes.
     pub fn poll<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
         loop {
@@ -177,6 +200,7 @@ impl Running {
 
     /// Waits for the end and returns the outcome.
     pub fn finish(mut self) -> Result<Outcome> {
+        self.close_stdin();
         let leader = Pid::from_raw(self.pid());
         // WNOWAIT: see the exit but leave the leader a zombie, so its pid, and
         // with it the process group id, cannot be reused while we clean up.

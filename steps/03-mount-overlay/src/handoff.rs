@@ -1,0 +1,61 @@
+//! How the child tells the parent that it could not become the container.
+//!
+//! After fork, the child's errors are no longer the parent's: they happen in
+//! another process. So the child writes its exit status and message into a
+//! pipe opened with O_CLOEXEC. A successful exec closes that pipe with nothing
+//! written, and the parent reads end-of-file; a failure leaves the message.
+//! (std::process::Command reports spawn errors the same way.)
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+
+use anyhow::{Context, Result};
+use nix::fcntl::OFlag;
+use nix::unistd::{pipe2, write};
+
+use crate::exit::{self, Failure};
+
+pub struct Handoff {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+impl Handoff {
+    pub fn new() -> Result<Self> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).context("create the exec-status pipe")?;
+        Ok(Self { read, write })
+    }
+
+    /// Child side: report `error` to the parent and exit with its status.
+    pub fn fail(&self, error: &anyhow::Error) -> ! {
+        let status = exit::code_for(error);
+        let mut report = vec![status];
+        report.extend_from_slice(format!("{error:#}").as_bytes());
+        // If even this write fails there is no one left to tell; the exit
+        // status below still says what kind of failure it was.
+        let _ = write(&self.write, &report);
+        // _exit, not exit: this copy of the process must not flush stdio
+        // buffers or run exit handlers that belong to the parent.
+        // SAFETY: _exit ends the process at once; nothing runs after it.
+        unsafe { libc::_exit(i32::from(status)) }
+    }
+
+    /// Parent side: Ok once the child has exec'd COMMAND, or the child's error.
+    pub fn wait_for_exec(self) -> Result<()> {
+        // Close our copy of the write end, or we would wait for ourselves.
+        drop(self.write);
+        let mut report = Vec::new();
+        File::from(self.read)
+            .read_to_end(&mut report)
+            .context("read the exec-status pipe")?;
+        match report.split_first() {
+            None => Ok(()),
+            Some((&status, message)) => Err(Failure {
+                status,
+                message: String::from_utf8_lossy(message).into_owned(),
+            }
+            .into()),
+        }
+    }
+}

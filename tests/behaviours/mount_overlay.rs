@@ -1,0 +1,283 @@
+//! Step 03 behaviours: an overlay root of the container's own, pivot_root,
+//! and a minimal /dev, /proc and /sys; nothing left behind.
+
+use anyhow::{Result, ensure};
+use ferry_tests::host;
+use ferry_tests::scratch::Scratch;
+use nix::sys::signal::Signal;
+
+use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing, same_tree, snapshot};
+use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
+
+pub const BEHAVIOURS: &[Behaviour] = &[
+    Behaviour {
+        name: "writes_leave_rootfs_unchanged",
+        since: 3,
+        kind: Feature,
+        check: writes_leave_rootfs_unchanged,
+    },
+    Behaviour {
+        name: "containers_do_not_share_writes",
+        since: 3,
+        kind: Feature,
+        check: containers_do_not_share_writes,
+    },
+    Behaviour {
+        name: "writable_layer_lives_under_root",
+        since: 3,
+        kind: Feature,
+        check: writable_layer_lives_under_root,
+    },
+    Behaviour {
+        name: "chroot_escape_stays_inside",
+        since: 3,
+        kind: Feature,
+        check: chroot_escape_stays_inside,
+    },
+    Behaviour {
+        name: "mount_table_is_its_own",
+        since: 3,
+        kind: Feature,
+        check: mount_table_is_its_own,
+    },
+    Behaviour {
+        name: "dev_holds_only_minimal_devices",
+        since: 3,
+        kind: Feature,
+        check: dev_holds_only_minimal_devices,
+    },
+    Behaviour {
+        name: "sys_is_read_only",
+        since: 3,
+        kind: Feature,
+        check: sys_is_read_only,
+    },
+    Behaviour {
+        name: "rejects_rootfs_overlay_cannot_stack_on",
+        since: 3,
+        kind: Feature,
+        check: rejects_rootfs_overlay_cannot_stack_on,
+    },
+    Behaviour {
+        name: "rejects_unwritable_root",
+        since: 3,
+        kind: RejectedBefore,
+        check: rejects_unwritable_root,
+    },
+    Behaviour {
+        name: "rejects_root_inside_rootfs",
+        since: 3,
+        kind: RejectedBefore,
+        check: rejects_root_inside_rootfs,
+    },
+];
+
+/// Created, changed, deleted, chmod'ed: ROOTFS stays the same, byte for byte.
+fn writes_leave_rootfs_unchanged(ctx: &Ctx) -> Result<()> {
+    let rootfs = &ctx.rootfs;
+    let before = snapshot(rootfs)?;
+    let script = "echo new > /new-file && mkdir /new-dir && echo more >> /etc/passwd && rm /etc/hosts \
+                  && rm -r /usr/sbin && chmod 600 /etc/group && echo done";
+    let outcome = ctx
+        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", script])
+        .output()?;
+    expect(&outcome, 0, "done\n", "")?;
+    same_tree(&before, &snapshot(rootfs)?)
+}
+
+/// Two containers from one ROOTFS at the same time each see their own files.
+fn containers_do_not_share_writes(ctx: &Ctx) -> Result<()> {
+    let rootfs = &ctx.rootfs;
+    let first_script = "echo first > /shared; echo ready; read line; cat /shared";
+    let mut first = ctx
+        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", first_script])
+        .hold_stdin()
+        .spawn()?;
+    first.wait_for_line("ready")?;
+    let second_script =
+        "cat /shared 2>/dev/null || echo absent; echo second > /shared; cat /shared";
+    let second = ctx
+        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", second_script])
+        .output()?;
+    expect(&second, 0, "absent\nsecond\n", "")?;
+    expect(&first.finish()?, 0, "ready\nfirst\n", "")?;
+    ensure!(
+        !rootfs.join("shared").exists(),
+        "a container wrote /shared into ROOTFS"
+    );
+    Ok(())
+}
+
+/// While the container runs, what it writes is a file under --root; when it
+/// ends, normally or killed, nothing it created is left there.
+fn writable_layer_lives_under_root(ctx: &Ctx) -> Result<()> {
+    let mut running = ctx
+        .run(
+            &[],
+            &[
+                "/bin/sh",
+                "-c",
+                "echo hello > /greeting; echo ready; exec sleep 1000",
+            ],
+        )
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    let written = snapshot(ctx.state.path())?
+        .into_iter()
+        .any(|(path, (_, bytes))| path.ends_with("greeting") && bytes == b"hello\n");
+    ensure!(
+        written,
+        "no file `greeting` holding \"hello\" under --root while the container runs"
+    );
+    let runtime = running.pid();
+    let sleeper = running.poll("`sleep` to start", || {
+        host::descendants(runtime)
+            .into_iter()
+            .find(|&pid| host::command_name(pid).as_deref() == Some("sleep"))
+    })?;
+    host::signal(sleeper, Signal::SIGKILL)?;
+    expect(&running.finish()?, 137, "ready\n", "")?;
+    ensure!(
+        listing(ctx.state.path())?.is_empty(),
+        "left under --root: {}",
+        listing(ctx.state.path())?
+    );
+    expect(&ctx.sh(&[], "exit 3")?, 3, "", "")?;
+    expect_error(
+        &ctx.run(&[], &["/bin/no-such-command"]).output()?,
+        127,
+        "no-such-command",
+    )?;
+    ensure!(
+        listing(ctx.state.path())?.is_empty(),
+        "left under --root: {}",
+        listing(ctx.state.path())?
+    );
+    Ok(())
+}
+
+/// Chapter 1's breakout climbs only to the container's own root now.
+fn chroot_escape_stays_inside(ctx: &Ctx) -> Result<()> {
+    let rootfs = &ctx.rootfs;
+    let host = Scratch::new("host")?;
+    let marker = host.join("marker");
+    std::fs::write(&marker, "on the host\n")?;
+    let check = format!(
+        "if test -e '{}'; then echo reached the host; else echo contained; fi",
+        marker.display()
+    );
+    let outcome = ctx
+        .run_with_rootfs(rootfs, &[], &["breakout", "/bin/sh", "-c", &check])
+        .output()?;
+    ensure!(
+        outcome.status == 0 && outcome.stdout == "contained\n",
+        "the breakout reached the host:\n{outcome}"
+    );
+    Ok(())
+}
+
+/// Inside: the overlay as "/" and the container's own mounts, nothing of
+/// the host's. Outside: the host's mount table, before, during and after.
+fn mount_table_is_its_own(ctx: &Ctx) -> Result<()> {
+    let script = "cut -d ' ' -f 2,3 /proc/self/mounts; echo ready; read line || true";
+    let before = host::mount_table()?;
+    let mut running = ctx
+        .run(&[], &["/bin/sh", "-c", script])
+        .hold_stdin()
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    ensure!(
+        host::mount_table()? == before,
+        "the host's mount table changed while the container runs"
+    );
+    let outcome = running.finish()?;
+    ensure!(
+        host::mount_table()? == before,
+        "the host's mount table changed after the container ran"
+    );
+    ensure!(outcome.status == 0, "the container failed:\n{outcome}");
+    let mut mounts: Vec<&str> = outcome
+        .stdout
+        .lines()
+        .filter(|line| *line != "ready")
+        .collect();
+    mounts.sort();
+    let expected = [
+        "/ overlay",
+        "/dev tmpfs",
+        "/dev/pts devpts",
+        "/dev/shm tmpfs",
+        "/proc proc",
+        "/sys sysfs",
+    ];
+    ensure!(
+        mounts == expected,
+        "the container's mounts are {mounts:?}, expected {expected:?}"
+    );
+    Ok(())
+}
+
+/// /dev is a tmpfs with only the devices every program expects, and a
+/// devpts of its own: none of the host's disks or terminals.
+fn dev_holds_only_minimal_devices(ctx: &Ctx) -> Result<()> {
+    let script = r#"
+        for f in /dev/* /dev/pts/*; do
+            if [ -L "$f" ]; then continue; fi
+            if [ -c "$f" ]; then echo "char $f"; elif [ -b "$f" ]; then echo "block $f";
+            elif [ -d "$f" ]; then echo "dir $f"; else echo "other $f"; fi
+        done
+        [ -c /dev/ptmx ] && echo "ptmx opens"
+        echo data > /dev/null && head -c 3 /dev/zero | wc -c"#;
+    let expected = "char /dev/full\nchar /dev/null\ndir /dev/pts\nchar /dev/random\ndir /dev/shm\nchar /dev/tty\n\
+                    char /dev/urandom\nchar /dev/zero\nchar /dev/pts/ptmx\nptmx opens\n3\n";
+    expect(&ctx.sh(&[], script)?, 0, expected, "")
+}
+
+fn sys_is_read_only(ctx: &Ctx) -> Result<()> {
+    let rootfs = &ctx.rootfs;
+    let outcome = ctx
+        .run_with_rootfs(rootfs, &[], &["touch", "/sys/ferry-test"])
+        .output()?;
+    expect(
+        &outcome,
+        1,
+        "",
+        "touch: /sys/ferry-test: Read-only file system\n",
+    )
+}
+
+/// procfs cannot be an overlay's lower layer: a clear error, and nothing
+/// mounted or left under --root.
+fn rejects_rootfs_overlay_cannot_stack_on(ctx: &Ctx) -> Result<()> {
+    let outcome = leaves_mounts_alone(|| {
+        ctx.run_with_rootfs("/proc".as_ref(), &[], &["true"])
+            .output()
+    })?;
+    expect_error(&outcome, 125, "overlay")?;
+    ensure!(
+        listing(ctx.state.path())?.is_empty(),
+        "left under --root: {}",
+        listing(ctx.state.path())?
+    );
+    Ok(())
+}
+
+/// Nothing may be created under /sys, not even by root.
+fn rejects_unwritable_root(ctx: &Ctx) -> Result<()> {
+    let root = "/sys/ferry-test-root";
+    let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
+    expect_error(&outcome, 125, root)
+}
+
+fn rejects_root_inside_rootfs(ctx: &Ctx) -> Result<()> {
+    let rootfs = &ctx.rootfs;
+    let before = snapshot(rootfs)?;
+    let root = rootfs.join("state");
+    let root = root.to_str().expect("scratch paths are UTF-8");
+    let outcome = leaves_mounts_alone(|| {
+        ctx.run_with_rootfs(rootfs, &["--root", root], &["true"])
+            .output()
+    })?;
+    expect_error(&outcome, 125, "inside")?;
+    same_tree(&before, &snapshot(rootfs)?)
+}
