@@ -6,7 +6,8 @@
 //! together as on a terminal. `[..]` in an expected line matches any text,
 //! for what differs from run to run (an id, a pid, the host's name).
 //! The commands run in a fresh folder holding `rootfs`, a copy of the
-//! workshop rootfs, with the step binaries on PATH.
+//! workshop rootfs, with the step binaries on PATH and FERRY_ROOT set to
+//! `state` in that folder.
 
 use std::fs;
 use std::path::Path;
@@ -78,6 +79,9 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
         .env("PATH", path)
         .env("HOME", "/root")
         .env("LANG", "C")
+        // From step 03 the runtime keeps container state under $FERRY_ROOT;
+        // a transcript keeps it in its own folder, never /var/lib/ferry.
+        .env("FERRY_ROOT", scratch.join("state"))
         .current_dir(scratch.path())
         .output()?;
     let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();

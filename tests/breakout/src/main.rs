@@ -35,25 +35,38 @@ fn escape() -> std::io::Result<()> {
 // ANCHOR_END: escape
 
 fn same_directory(a: &str, b: &str) -> std::io::Result<bool> {
-    let (a, b) = (fs::metadata(a)?, fs::metadata(b)?);
-    Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    Ok(identity(a)? == identity(b)?)
+}
+
+/// A directory's identity: its device and inode numbers.
+fn identity(path: &str) -> std::io::Result<(u64, u64)> {
+    let meta = fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let program = args.next().unwrap_or_else(|| "/bin/sh".into());
-    if let Err(error) = std::env::set_current_dir("/").and_then(|()| escape()) {
-        eprintln!("breakout: cannot escape: {error}");
-        return ExitCode::FAILURE;
+    let shown = program.to_string_lossy().into_owned();
+    // Whether the climb ended somewhere new, or back at our own "/".
+    let escaped = identity("/").and_then(|before| {
+        std::env::set_current_dir("/")?;
+        escape()?;
+        Ok(identity("/")? != before)
+    });
+    match escaped {
+        Ok(true) => {
+            eprintln!("breakout: out of the chroot; running {shown} with the host's / as root")
+        }
+        Ok(false) => eprintln!(
+            "breakout: the top of the tree is the container's own root; running {shown} there"
+        ),
+        Err(error) => {
+            eprintln!("breakout: cannot escape: {error}");
+            return ExitCode::FAILURE;
+        }
     }
-    eprintln!(
-        "breakout: out of the chroot; running {} with the host's / as root",
-        program.to_string_lossy()
-    );
     let error = Command::new(&program).args(args).exec();
-    eprintln!(
-        "breakout: cannot run {}: {error}",
-        program.to_string_lossy()
-    );
+    eprintln!("breakout: cannot run {shown}: {error}");
     ExitCode::FAILURE
 }
