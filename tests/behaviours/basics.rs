@@ -9,7 +9,7 @@ use ferry_tests::host;
 use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
-use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing};
+use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing, process_named};
 use crate::{Behaviour, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -128,13 +128,7 @@ fn relays_death_by_signal(ctx: &Ctx) -> Result<()> {
         .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
         .spawn()?;
     running.wait_for_line("ready")?;
-    let runtime = running.pid();
-    let sleeper = running.poll("`sleep` to start", || {
-        host::descendants(runtime)
-            .into_iter()
-            .find(|&pid| host::command_name(pid).as_deref() == Some("sleep"))
-    })?;
-    host::signal(sleeper, Signal::SIGKILL)?;
+    host::signal(process_named(&running, "sleep")?, Signal::SIGKILL)?;
     expect(&running.finish()?, 137, "ready\n", "")
 }
 

@@ -8,15 +8,17 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use ferry_tests::host;
 use ferry_tests::rootfs;
-use ferry_tests::run::{Outcome, Run};
+use ferry_tests::run::{Outcome, Run, Running};
 use ferry_tests::scratch::Scratch;
 use ferry_tests::steps::Step;
+use ferry_tests::{cgroup, host};
 
 /// The step from which `run` takes `--root DIR`, where containers keep
 /// their writable layers.
 const ROOT_OPTION_SINCE: u8 = 3;
+/// The step from which `run` takes `--cgroup-parent NAME`.
+const CGROUP_PARENT_SINCE: u8 = 4;
 
 pub struct Ctx {
     pub step: Step,
@@ -28,6 +30,8 @@ pub struct Ctx {
     _rootfs_copy: Scratch,
     /// This test's own `--root`, from step 03 on; removed with the test.
     pub state: Scratch,
+    /// This test's own `--cgroup-parent`, from step 04 on; removed with the test.
+    pub cgroup: cgroup::Parent,
 }
 
 impl Ctx {
@@ -54,6 +58,7 @@ impl Ctx {
             rootfs,
             _rootfs_copy: copy,
             state: Scratch::new("state")?,
+            cgroup: cgroup::Parent::new(),
         })
     }
 
@@ -72,6 +77,9 @@ impl Ctx {
         let mut args: Vec<&OsStr> = vec!["run".as_ref()];
         if self.step.number >= ROOT_OPTION_SINCE && !options.contains(&"--root") {
             args.extend(["--root".as_ref(), self.state.path().as_os_str()]);
+        }
+        if self.step.number >= CGROUP_PARENT_SINCE && !options.contains(&"--cgroup-parent") {
+            args.extend([OsStr::new("--cgroup-parent"), OsStr::new(&self.cgroup.name)]);
         }
         args.extend(options.iter().map(OsStr::new));
         args.push(rootfs.as_os_str());
@@ -107,6 +115,17 @@ pub fn expect_error(outcome: &Outcome, status: i32, mention: &str) -> Result<()>
         "expected status {status} and one line \"error: …{mention}…\" on stderr, nothing on stdout; got\n{outcome}"
     );
     Ok(())
+}
+
+/// The pid of the process named `name` (its `comm`) that the run started,
+/// directly or further down, once it exists.
+pub fn process_named(running: &Running, name: &str) -> Result<i32> {
+    let runtime = running.pid();
+    running.poll(&format!("`{name}` to start"), || {
+        host::descendants(runtime)
+            .into_iter()
+            .find(|&pid| host::command_name(pid).as_deref() == Some(name))
+    })
 }
 
 /// Runs `act` and checks that the host's mount table is the same afterwards.

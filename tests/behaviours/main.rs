@@ -7,6 +7,7 @@
 //! binary under test (`FERRY_BIN`, `FERRY_STEP`, `FERRY_STEPS`).
 
 mod basics;
+mod cgroups;
 mod check;
 mod mount_overlay;
 mod pid_ns;
@@ -42,6 +43,7 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
         .iter()
         .chain(pid_ns::BEHAVIOURS)
         .chain(mount_overlay::BEHAVIOURS)
+        .chain(cgroups::BEHAVIOURS)
 }
 
 fn main() -> ExitCode {

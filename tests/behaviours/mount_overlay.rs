@@ -6,7 +6,9 @@ use ferry_tests::host;
 use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
-use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing, same_tree, snapshot};
+use crate::check::{
+    Ctx, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree, snapshot,
+};
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -129,13 +131,7 @@ fn writable_layer_lives_under_root(ctx: &Ctx) -> Result<()> {
         written,
         "no file `greeting` holding \"hello\" under --root while the container runs"
     );
-    let runtime = running.pid();
-    let sleeper = running.poll("`sleep` to start", || {
-        host::descendants(runtime)
-            .into_iter()
-            .find(|&pid| host::command_name(pid).as_deref() == Some("sleep"))
-    })?;
-    host::signal(sleeper, Signal::SIGKILL)?;
+    host::signal(process_named(&running, "sleep")?, Signal::SIGKILL)?;
     expect(&running.finish()?, 137, "ready\n", "")?;
     ensure!(
         listing(ctx.state.path())?.is_empty(),

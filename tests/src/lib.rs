@@ -3,6 +3,7 @@
 //! of its own, and this crate only drives and observes them from outside.
 
 pub mod book;
+pub mod cgroup;
 pub mod host;
 pub mod rootfs;
 pub mod run;

@@ -194,18 +194,26 @@ impl Running {
             if Instant::now() > self.deadline {
                 bail!("{}: {what} did not happen within {DEADLINE:?}", self.shown);
             }
+            if self.has_exited()? {
+                bail!("{}: it ended before {what}", self.shown);
+            }
             thread::sleep(POLL);
         }
+    }
+
+    /// Whether the run's own process has exited, without reaping it: while
+    /// it is unreaped, its pid and process group cannot be reused.
+    fn has_exited(&self) -> Result<bool> {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let status = waitid(Id::Pid(Pid::from_raw(self.pid())), flags).context("waitid")?;
+        Ok(status != WaitStatus::StillAlive)
     }
 
     /// Waits for the end and returns the outcome.
     pub fn finish(mut self) -> Result<Outcome> {
         self.close_stdin();
         let leader = Pid::from_raw(self.pid());
-        // WNOWAIT: see the exit but leave the leader a zombie, so its pid, and
-        // with it the process group id, cannot be reused while we clean up.
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        while waitid(Id::Pid(leader), flags).context("waitid")? == WaitStatus::StillAlive {
+        while !self.has_exited()? {
             if Instant::now() > self.deadline {
                 bail!("{}: still running after {DEADLINE:?}; killed", self.shown);
             }

@@ -1,0 +1,99 @@
+//! How the child and the parent coordinate: two pipes.
+//!
+//! Release, parent to child: the child waits until the parent has moved it
+//! into its cgroup, so that not one instruction of the command runs before
+//! its limits apply. (A child cannot move itself before it exists, and the
+//! parent cannot move it before clone returns: hence the wait.)
+//!
+//! Exec status, child to parent: after fork, the child's errors are no longer the parent's: they happen in
+//! another process. So the child writes its exit status and message into a
+//! pipe opened with O_CLOEXEC. A successful exec closes that pipe with nothing
+//! written, and the parent reads end-of-file; a failure leaves the message.
+//! (std::process::Command reports spawn errors the same way.)
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use anyhow::{Context, Result, ensure};
+use nix::fcntl::OFlag;
+use nix::unistd::{close, pipe2, read, write};
+
+use crate::exit::{self, Failure};
+
+pub struct Handoff {
+    read: OwnedFd,
+    write: OwnedFd,
+    release_read: OwnedFd,
+    release_write: OwnedFd,
+}
+
+impl Handoff {
+    pub fn new() -> Result<Self> {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).context("create the exec-status pipe")?;
+        let (release_read, release_write) =
+            pipe2(OFlag::O_CLOEXEC).context("create the release pipe")?;
+        Ok(Self {
+            read,
+            write,
+            release_read,
+            release_write,
+        })
+    }
+
+    // ANCHOR: release
+    /// Child side: wait until the parent says the container may start.
+    pub fn wait_for_release(&self) -> Result<()> {
+        // Close our copy of the release pipe's write end: if the parent dies
+        // before releasing us, we read end-of-file instead of waiting
+        // forever. (This copy of the Handoff is never dropped: the child
+        // execs or exits, so the descriptor is not closed twice.)
+        close(self.release_write.as_raw_fd()).context("close the release pipe")?;
+        let mut byte = [0u8];
+        let got = read(&self.release_read, &mut byte).context("wait for the release")?;
+        ensure!(
+            got == 1,
+            "the runtime went away before releasing the container"
+        );
+        Ok(())
+    }
+
+    /// Parent side: let the child go on.
+    pub fn release(&self) -> Result<()> {
+        write(&self.release_write, b"go").context("release the container")?;
+        Ok(())
+    }
+    // ANCHOR_END: release
+
+    /// Child side: report `error` to the parent and exit with its status.
+    pub fn fail(&self, error: &anyhow::Error) -> ! {
+        let status = exit::code_for(error);
+        let mut report = vec![status];
+        report.extend_from_slice(format!("{error:#}").as_bytes());
+        // If even this write fails there is no one left to tell; the exit
+        // status below still says what kind of failure it was.
+        let _ = write(&self.write, &report);
+        // _exit, not exit: this copy of the process must not flush stdio
+        // buffers or run exit handlers that belong to the parent.
+        // SAFETY: _exit ends the process at once; nothing runs after it.
+        unsafe { libc::_exit(i32::from(status)) }
+    }
+
+    /// Parent side: Ok once the child has exec'd COMMAND, or the child's error.
+    pub fn wait_for_exec(self) -> Result<()> {
+        // Close our copy of the write end, or we would wait for ourselves.
+        drop(self.write);
+        let mut report = Vec::new();
+        File::from(self.read)
+            .read_to_end(&mut report)
+            .context("read the exec-status pipe")?;
+        match report.split_first() {
+            None => Ok(()),
+            Some((&status, message)) => Err(Failure {
+                status,
+                message: String::from_utf8_lossy(message).into_owned(),
+            }
+            .into()),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Mounts inside the container's own mount namespace.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::unistd::{chdir, pivot_root};
+
+// ANCHOR: private
+/// Makes every mount in our namespace private.
+///
+/// A new mount namespace starts as a copy of the parent's, and on systemd
+/// hosts "/" is a *shared* mount: mounts made below it in the copy are
+/// propagated back into the host's namespace. MS_PRIVATE | MS_REC cuts that
+/// for every mount in our copy, without changing the host's.
+pub fn make_all_private() -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("make / recursively private in the container's mount namespace")
+}
+// ANCHOR_END: private
+
+// ANCHOR: pivot
+/// Makes `new_root` the root of our mount namespace and detaches the old
+/// root, so that no path, not even `..` from a chroot, leads back to the host.
+///
+/// pivot_root(2) moves the old root to `put_old` and mounts `new_root` as
+/// "/". `new_root` must be a mount point (our overlay is), and neither it
+/// nor the old root's mount may be shared (make_all_private saw to that).
+/// Passing "." for both, from inside `new_root`, stacks the old root on top
+/// of the new one at "/"; unmounting "." then takes the old root away, with
+/// no directory needed to park it in.
+pub fn pivot_into(new_root: &Path) -> Result<()> {
+    chdir(new_root).with_context(|| format!("chdir to {}", new_root.display()))?;
+    pivot_root(".", ".").with_context(|| format!("pivot_root into {}", new_root.display()))?;
+    // MNT_DETACH: the old root is busy (everything on the host uses it), so
+    // detach it from our tree now and let the kernel free it when unused.
+    umount2(".", MntFlags::MNT_DETACH).context("detach the old root")?;
+    chdir("/").context("chdir to the new root")
+}
+// ANCHOR_END: pivot
+
+// ANCHOR: proc
+/// Mounts a proc filesystem on /proc. A proc mount shows the PID namespace
+/// of the process that mounts it: ours, so the command sees its own
+/// processes and nobody else's.
+pub fn mount_proc() -> Result<()> {
+    fs::create_dir_all("/proc").context("create /proc")?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mount proc on /proc")
+}
+// ANCHOR_END: proc
+
+// ANCHOR: sys
+/// Mounts sysfs read-only: programs may read what the kernel says about
+/// devices, but nothing in the container may reconfigure the host's.
+pub fn mount_sys() -> Result<()> {
+    fs::create_dir_all("/sys").context("create /sys")?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("sysfs"), "/sys", Some("sysfs"), flags, None::<&str>)
+        .context("mount sysfs read-only on /sys")
+}
+// ANCHOR_END: sys

@@ -1,0 +1,51 @@
+//! The container's root filesystem: an overlay of a writable upper layer on
+//! the read-only ROOTFS.
+//!
+//! ```text
+//!   merged/   what the container sees as "/"
+//!     ▲  reads find a file in upper first, then in lower
+//!   upper/    the container's writes: new files, copies of changed files,
+//!             and "whiteouts" that hide deleted ones
+//!   lower     ROOTFS, never written
+//! ```
+
+use std::path::Path;
+
+use anyhow::Result;
+use nix::errno::Errno;
+use nix::mount::{MsFlags, mount};
+
+use crate::state::ContainerDir;
+
+// ANCHOR: mount_overlay
+pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        rootfs.display(),
+        dir.upper().display(),
+        dir.work().display()
+    );
+    let merged = dir.merged();
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|errno| {
+        // The kernel explains an EINVAL only in its log: a lower layer it
+        // cannot stack on (procfs, say), or an upper directory on overlayfs.
+        let hint = if errno == Errno::EINVAL {
+            " (the kernel says why in `dmesg | tail`)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(errno).context(format!(
+            "mount overlay of ROOTFS {} on {}{hint}",
+            rootfs.display(),
+            merged.display()
+        ))
+    })
+}
+// ANCHOR_END: mount_overlay

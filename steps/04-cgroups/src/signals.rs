@@ -1,0 +1,61 @@
+//! While the container runs, the runtime stays out of the way of signals.
+//!
+//! Ctrl-C at a terminal sends SIGINT to the whole foreground process group:
+//! the container and the runtime alike. If the runtime died of it, the
+//! container would be left running on the terminal with nobody waiting for
+//! it. So the runtime ignores SIGINT and SIGQUIT, as system(3) does, and the
+//! container decides for itself. Signals aimed at the runtime alone (SIGTERM
+//! from `kill`, SIGHUP when the terminal goes away) are passed on to the
+//! container, which is what `docker run` does too.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
+use nix::unistd::Pid;
+
+const INTERRUPTS: [Signal; 2] = [Signal::SIGINT, Signal::SIGQUIT];
+const FORWARDED: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// The container's pid, for the signal handler (which can take no arguments).
+static CONTAINER: AtomicI32 = AtomicI32::new(0);
+
+pub fn ignore_terminal_interrupts() -> Result<()> {
+    set_all(&INTERRUPTS, SigHandler::SigIgn)
+}
+
+/// In the child, before exec: an ignored signal stays ignored across execve,
+/// so undo `ignore_terminal_interrupts` or Ctrl-C could never stop the command.
+pub fn restore_defaults() -> Result<()> {
+    set_all(&INTERRUPTS, SigHandler::SigDfl)
+}
+
+pub fn forward_to(container: Pid) -> Result<()> {
+    CONTAINER.store(container.as_raw(), Ordering::SeqCst);
+    set_all(&FORWARDED, SigHandler::Handler(forward))
+}
+
+extern "C" fn forward(signal: i32) {
+    // Only async-signal-safe calls here: an atomic load and kill(2).
+    let container = CONTAINER.load(Ordering::SeqCst);
+    if let (true, Ok(signal)) = (container > 0, Signal::try_from(signal)) {
+        let _ = kill(Pid::from_raw(container), signal);
+    }
+}
+
+fn set_all(signals: &[Signal], handler: SigHandler) -> Result<()> {
+    // SA_RESTART: a forwarded signal must not make our waitpid fail with EINTR.
+    let action = SigAction::new(handler, SaFlags::SA_RESTART, SigSet::empty());
+    for &signal in signals {
+        // SAFETY: the handler, if any, is `forward`, which makes only
+        // async-signal-safe calls; SigIgn and SigDfl run no code of ours.
+        unsafe { sigaction(signal, &action) }
+            .with_context(|| format!("set the action for {signal}"))?;
+    }
+    Ok(())
+}
