@@ -5,6 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 host := `rustc -vV | sed -n 's/^host: //p'`
 rootfs := "target/ferry/rootfs"
+vm_dir := "target/ferry/vm"
 mdbook_version := "0.5.4"
 sudo := if `id -u` == "0" { "" } else { "sudo" }
 # Not root: cargo builds as you, and runs only the test binaries with sudo,
@@ -36,6 +37,51 @@ rootfs: setup
     @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
     @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
 
+# Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup v2 tests
+vm-setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null; then
+        {{sudo}} apt-get update -qq
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 cpio
+    fi
+    # Debian keeps only the current kernel: ask apt which one that is.
+    current() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n 1; }
+    package=$(current)
+    if [ -z "$package" ]; then {{sudo}} apt-get update -qq; package=$(current); fi
+    [ -n "$package" ] || { echo "error: apt offers no linux-image-amd64 package" >&2; exit 1; }
+    mkdir -p {{vm_dir}}
+    if [ ! -e "{{vm_dir}}/$package.stamp" ]; then
+        rm -rf {{vm_dir}}/kernel {{vm_dir}}/*.deb {{vm_dir}}/*.stamp
+        (cd {{vm_dir}} && apt-get download -q "$package" 2>/dev/null && dpkg-deb -x linux-image-*.deb kernel && rm linux-image-*.deb)
+        touch "{{vm_dir}}/$package.stamp"
+    fi
+
+# Build the cgroup v2 test machine: a kernel and an initramfs with static binaries
+vm-image: vm-setup rootfs
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Static: the initramfs has no C library for them to load.
+    export RUSTFLAGS="-C target-feature=+crt-static"
+    cargo build -q -p step03-mount-overlay -p step04-cgroups --target {{host}}
+    suite=$(cargo test -q -p ferry-tests --test behaviours --target {{host}} --no-run --message-format=json \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    tree={{vm_dir}}/initramfs
+    rm -rf "$tree" && mkdir -p "$tree"/{bin,proc,sys,dev,tmp,mnt,ferry,lib/modules}
+    cp /bin/busybox "$tree/bin/"
+    cp tests/vm/init "$tree/init"
+    cp "$(find {{vm_dir}}/kernel/lib/modules -name overlay.ko | head -n 1)" "$tree/lib/modules/"
+    cp "$suite" "$tree/ferry/behaviours"
+    # The suite looks for the steps where cargo built them on this machine:
+    # give the binaries, the step folders and the rootfs the same paths.
+    ws="{{justfile_directory()}}"
+    for step in steps/*/; do mkdir -p "$tree$ws/$step"; done
+    mkdir -p "$tree$ws/target/debug" "$tree$ws/target/ferry"
+    cp target/{{host}}/debug/step03-mount-overlay target/{{host}}/debug/step04-cgroups "$tree$ws/target/debug/"
+    cp -a {{rootfs}} "$tree$ws/target/ferry/rootfs"
+    (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > {{vm_dir}}/initramfs.cpio.gz
+    cp {{vm_dir}}/kernel/boot/vmlinuz-* {{vm_dir}}/vmlinuz
+
 # Build step N and run it: `just run-step 2 --hostname box /bin/hostname`
 run-step N *ARGS: rootfs
     #!/usr/bin/env bash
@@ -61,13 +107,13 @@ bless: build rootfs
 book: setup
     mdbook serve book --open
 
-# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks
-test: setup build rootfs
+# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks, the cgroup v2 machine
+test: setup build rootfs vm-image
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings
     just book-check
     cargo test -q --workspace --lib --bins
-    {{as_root}} cargo test -p ferry-tests --test behaviours --test book
+    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm
 
 # Build the book and fail on any warning
 book-check:

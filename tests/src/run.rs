@@ -44,6 +44,7 @@ pub struct Run {
     command: Command,
     stdin: Vec<u8>,
     hold_stdin: bool,
+    limit: Duration,
 }
 
 impl Run {
@@ -56,6 +57,7 @@ impl Run {
             command,
             stdin: Vec::new(),
             hold_stdin: false,
+            limit: DEADLINE,
         }
     }
 
@@ -85,6 +87,12 @@ impl Run {
 
     pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
         self.stdin = input.into();
+        self
+    }
+
+    /// Allows the run more time than DEADLINE (a virtual machine's boot).
+    pub fn deadline(mut self, limit: Duration) -> Self {
+        self.limit = limit;
         self
     }
 
@@ -127,7 +135,8 @@ impl Run {
             stdout,
             stderr,
             seen: String::new(),
-            deadline: Instant::now() + DEADLINE,
+            deadline: Instant::now() + self.limit,
+            limit: self.limit,
             done: false,
         })
     }
@@ -143,6 +152,7 @@ pub struct Running {
     stderr: Receiver<String>,
     seen: String,
     deadline: Instant,
+    limit: Duration,
     done: bool,
 }
 
@@ -165,7 +175,7 @@ impl Running {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    bail!("{}: no line {line:?} within {DEADLINE:?}", self.shown)
+                    bail!("{}: no line {line:?} within {:?}", self.shown, self.limit)
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     bail!(
@@ -192,7 +202,11 @@ impl Running {
                 return Ok(found);
             }
             if Instant::now() > self.deadline {
-                bail!("{}: {what} did not happen within {DEADLINE:?}", self.shown);
+                bail!(
+                    "{}: {what} did not happen within {:?}",
+                    self.shown,
+                    self.limit
+                );
             }
             if self.has_exited()? {
                 bail!("{}: it ended before {what}", self.shown);
@@ -215,7 +229,11 @@ impl Running {
         let leader = Pid::from_raw(self.pid());
         while !self.has_exited()? {
             if Instant::now() > self.deadline {
-                bail!("{}: still running after {DEADLINE:?}; killed", self.shown);
+                bail!(
+                    "{}: still running after {:?}; killed",
+                    self.shown,
+                    self.limit
+                );
             }
             thread::sleep(POLL);
         }

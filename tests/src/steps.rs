@@ -5,7 +5,8 @@
 //! (a learner's own), set `FERRY_BIN=/path/to/binary` and `FERRY_STEP=N`:
 //! the suite then runs every behaviour up to step N against that binary alone
 //! (a relative path is taken from the workspace's top folder).
-//! `FERRY_STEPS=2,3` limits a normal run to those steps' binaries.
+//! `FERRY_STEPS=2,3` limits a normal run to those steps' binaries, and
+//! `FERRY_SINCE=4` to the behaviours that step 04 or a later one introduced.
 
 use std::fs;
 use std::path::PathBuf;
@@ -85,6 +86,16 @@ pub fn under_test() -> Result<Vec<Step>> {
         .into_iter()
         .filter(|step| wanted.contains(&step.number))
         .collect())
+}
+
+/// The oldest step whose behaviours this run checks (FERRY_SINCE, or 1).
+pub fn since() -> Result<u8> {
+    match std::env::var("FERRY_SINCE") {
+        Ok(number) => number
+            .parse()
+            .with_context(|| format!("FERRY_SINCE: bad step {number:?}")),
+        Err(_) => Ok(1),
+    }
 }
 
 /// Whether this run grades one foreign binary (FERRY_BIN) rather than the workspace.
