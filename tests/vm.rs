@@ -5,7 +5,7 @@
 //! under its own name, so a failure says which behaviour failed on v2.
 
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ fn trials() -> Result<Vec<Trial>> {
     })
 }
 
-fn boot(kernel: &PathBuf, initramfs: &PathBuf) -> Result<String> {
+fn boot(kernel: &Path, initramfs: &Path) -> Result<String> {
     let outcome = Run::new(QEMU)
         .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-nographic", "-no-reboot"])
