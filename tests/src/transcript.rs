@@ -6,14 +6,15 @@
 //! together as on a terminal. `[..]` in an expected line matches any text,
 //! for what differs from run to run (an id, a pid, the host's name).
 //! The commands run in a fresh folder holding `rootfs`, a copy of the
-//! workshop rootfs, with the step binaries on PATH and FERRY_ROOT set to
-//! `state` in that folder.
+//! workshop rootfs, with the step binaries on PATH, FERRY_ROOT set to
+//! `state` in that folder and FERRY_CGROUP_PARENT to a cgroup of its own.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
+use crate::cgroup;
 use crate::run::Run;
 use crate::scratch::Scratch;
 use crate::{rootfs, target_dir};
@@ -60,6 +61,7 @@ pub fn render(entries: &[Entry]) -> String {
 /// Runs the transcript's commands and returns it with the output they gave.
 pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
     let scratch = Scratch::new("transcript")?;
+    let cgroups = cgroup::Parent::new();
     copy_rootfs(&rootfs::built()?, &scratch.join("rootfs"))?;
     let mut script = String::from("exec 2>&1\n");
     for entry in entries {
@@ -82,6 +84,8 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
         // From step 03 the runtime keeps container state under $FERRY_ROOT;
         // a transcript keeps it in its own folder, never /var/lib/ferry.
         .env("FERRY_ROOT", scratch.join("state"))
+        // From step 04, the cgroup parent: one of its own, removed below.
+        .env("FERRY_CGROUP_PARENT", &cgroups.name)
         .current_dir(scratch.path())
         .output()?;
     let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();

@@ -44,7 +44,7 @@ pub struct RunArgs {
     pub root: PathBuf,
 
     /// The cgroup that holds the containers' cgroups
-    #[arg(long, value_name = "NAME", default_value = "ferry", value_parser = cgroup_name)]
+    #[arg(long, value_name = "NAME", env = "FERRY_CGROUP_PARENT", default_value = "ferry", value_parser = cgroup_name)]
     pub cgroup_parent: String,
 
     #[command(flatten)]
