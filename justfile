@@ -16,13 +16,14 @@ as_root := if `id -u` == "0" { "" } else { "env CARGO_TARGET_" + replace(upperca
 default:
     @just --list --unsorted
 
-# Install what the workshop needs (Debian/Ubuntu): busybox-static, mdBook
+# Install what the workshop needs (Debian/Ubuntu): busybox-static, runc (for comparisons), mdBook
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    if ! dpkg -s busybox-static >/dev/null 2>&1; then
+    missing=$(for package in busybox-static runc; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+    if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
-        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
     fi
     if [ "$(mdbook --version 2>/dev/null)" != "mdbook v{{mdbook_version}}" ]; then
         cargo install --locked mdbook --version {{mdbook_version}}
@@ -103,6 +104,11 @@ bless: build rootfs
     cargo run -q -p ferry-tests --bin ferry-lab -- diffs
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bless
 
+# Time every step's start against runc and the bare-namespace floor; writes book/src/bench/results.md
+bench *ARGS: setup rootfs
+    cargo build -q --release --workspace --bins
+    {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --out book/src/bench/results.md {{ARGS}}
+
 # Build the book and serve it at http://localhost:3000
 book: setup
     mdbook serve book --open
@@ -112,6 +118,10 @@ test: setup build rootfs vm-image
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings
     just book-check
+    @# The bench, quickly, so that it never rots; its figures are not judged here.
+    cargo build -q --release --workspace --bins
+    mkdir -p target/ferry/bench
+    {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --runs 3 --warmup 1 --out target/ferry/bench/quick.md > /dev/null
     cargo test -q --workspace --lib --bins
     {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm
 

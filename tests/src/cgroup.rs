@@ -113,3 +113,20 @@ impl Drop for Parent {
 pub fn parent_exists(name: &str) -> Result<bool> {
     Ok(mounts()?.iter().any(|(point, _)| point.join(name).exists()))
 }
+
+/// The host's cgroup layout, as the runtimes name it.
+pub fn layout_name() -> &'static str {
+    let mounts = mounts().unwrap_or_default();
+    let v2_at = |point: &str| {
+        mounts
+            .iter()
+            .any(|(mount, options)| options.is_empty() && mount == std::path::Path::new(point))
+    };
+    if v2_at("/sys/fs/cgroup") {
+        "v2 (unified)"
+    } else if v2_at("/sys/fs/cgroup/unified") {
+        "hybrid (v1 controllers, v2 beside them)"
+    } else {
+        "v1 (legacy)"
+    }
+}

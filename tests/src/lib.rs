@@ -2,6 +2,7 @@
 //! the `ferry-lab` tool. Nothing here is runtime code: every step is a runtime
 //! of its own, and this crate only drives and observes them from outside.
 
+pub mod bench;
 pub mod book;
 pub mod cgroup;
 pub mod host;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use ferry_tests::{book, rootfs, steps, transcript};
+use ferry_tests::{bench, book, rootfs, steps, transcript};
 
 #[derive(Parser)]
 #[command(about = "Builds the workshop rootfs and regenerates the book's generated parts")]
@@ -31,6 +31,21 @@ enum Chore {
     Diff { step: u8 },
     /// Run every transcript in the book and write its actual output back
     Bless,
+    /// Time every step's start against runc and the bare-namespace floor
+    Bench {
+        /// Measured runs of each case
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Unmeasured rounds first
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Where the step binaries are [default: target/release]
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Write the markdown report here too
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +84,25 @@ fn chore(chore: Chore) -> Result<()> {
                 .checked_sub(1)
                 .context("step 01 is where it starts: there is no diff")?;
             print!("{}", book::step_diff(&all[before], &all[at])?);
+        }
+        Chore::Bench {
+            runs,
+            warmup,
+            bin_dir,
+            out,
+        } => {
+            bench::check_tools()?;
+            let bin_dir = bin_dir.unwrap_or_else(|| ferry_tests::target_dir().join("release"));
+            let report = bench::run(&bench::Options {
+                runs,
+                warmup,
+                bin_dir,
+                rootfs: rootfs::built()?,
+            })?;
+            print!("{report}");
+            if let Some(out) = out {
+                fs::write(&out, &report).with_context(|| format!("write {}", out.display()))?;
+            }
         }
         Chore::Bless => {
             for path in book::files_below(&book::src(), ".console")? {

@@ -1,0 +1,428 @@
+//! `just bench`: what isolation costs. Every step's `run` of /bin/true,
+//! side by side with runc and with the floor (unshare and chroot, no
+//! runtime at all), measured in the same minutes on the same machine.
+//!
+//! The cases run interleaved (A B C A B C …) after a warm-up, so that a
+//! slow minute on a shared machine slows every case alike, instead of
+//! landing on whichever case happened to run then.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::json;
+
+use crate::cgroup;
+use crate::scratch::Scratch;
+use crate::steps::{self, Step};
+
+pub struct Options {
+    pub runs: usize,
+    pub warmup: usize,
+    /// The step binaries to measure (release builds).
+    pub bin_dir: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+/// One thing to time: a name and the command line that does it.
+struct Case {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+    /// runc wants a new container name every time: `{n}` is replaced by the round.
+    numbered: bool,
+}
+
+impl Case {
+    fn new(name: impl Into<String>, program: impl Into<PathBuf>, args: &[&str]) -> Self {
+        let args = args.iter().map(|arg| arg.to_string()).collect();
+        Self {
+            name: name.into(),
+            program: program.into(),
+            args,
+            numbered: false,
+        }
+    }
+
+    /// Runs it once: wall time, and the peak memory of the processes it ran.
+    fn time(&self, round: usize) -> Result<(Duration, u64)> {
+        let args = self.args.iter().map(|arg| {
+            if self.numbered {
+                arg.replace("{n}", &round.to_string())
+            } else {
+                arg.clone()
+            }
+        });
+        let mut command = Command::new(&self.program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let start = Instant::now();
+        let child = command
+            .spawn()
+            .with_context(|| format!("start {}", self.program.display()))?;
+        let pid = child.id() as i32;
+        let mut status = 0;
+        // SAFETY: rusage is plain data that wait4 fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // wait4 rather than Child::wait: it also returns the peak resident
+        // memory of the child and of every descendant it waited for.
+        // SAFETY: pid is our unreaped child; status and usage are valid pointers.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        let elapsed = start.elapsed();
+        ensure!(
+            waited == pid,
+            "wait4 for {}: {}",
+            self.name,
+            std::io::Error::last_os_error()
+        );
+        let mut output = child
+            .wait_with_output()
+            .map(|out| out.stderr)
+            .unwrap_or_default();
+        output.truncate(2000);
+        ensure!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "{} failed (wait status {status}): {}",
+            self.name,
+            String::from_utf8_lossy(&output)
+        );
+        Ok((elapsed, usage.ru_maxrss as u64 * 1024))
+    }
+}
+
+/// Median and 90th percentile of some durations (nearest rank).
+fn percentiles(samples: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let at = |fraction: f64| {
+        sorted[((fraction * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+    };
+    (at(0.5), at(0.9))
+}
+
+/// Everything the cases need on disk, removed when dropped.
+struct Fixtures {
+    scratch: Scratch,
+    cgroups: cgroup::Parent,
+}
+
+impl Fixtures {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            scratch: Scratch::new("bench")?,
+            cgroups: cgroup::Parent::new(),
+        })
+    }
+
+    fn state(&self) -> String {
+        self.scratch.join("state").display().to_string()
+    }
+
+    /// An OCI bundle for runc: the same rootfs, /bin/true, no terminal, and
+    /// the same namespaces as ferry's steps (runc's default adds network).
+    fn runc_bundle(&self, rootfs: &Path) -> Result<PathBuf> {
+        let bundle = self.scratch.join("bundle");
+        fs::create_dir_all(&bundle)?;
+        let out = Command::new("runc")
+            .arg("spec")
+            .current_dir(&bundle)
+            .output()
+            .context("run `runc spec` (is runc installed? `just setup`)")?;
+        ensure!(
+            out.status.success(),
+            "runc spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = bundle.join("config.json");
+        let mut config: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+        config["process"]["terminal"] = json!(false);
+        config["process"]["args"] = json!(["/bin/true"]);
+        config["root"]["path"] = json!(rootfs);
+        config["linux"]["namespaces"] =
+            json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]);
+        fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        Ok(bundle)
+    }
+
+    /// A copy of the rootfs with one more file of `bytes` (written, not sparse).
+    fn bigger_rootfs(&self, rootfs: &Path, name: &str, bytes: usize) -> Result<PathBuf> {
+        let copy = self.scratch.join(name);
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(rootfs)
+            .arg(&copy)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "copy the rootfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut file = fs::File::create(copy.join("payload"))?;
+        for _ in 0..bytes.div_ceil(chunk.len()) {
+            std::io::Write::write_all(&mut file, &chunk)?;
+        }
+        Ok(copy)
+    }
+}
+
+fn step_case(
+    step: &Step,
+    bin_dir: &Path,
+    fixtures: &Fixtures,
+    rootfs: &Path,
+    extra: &[&str],
+) -> Case {
+    let mut args = vec!["run".to_owned()];
+    if step.number >= 3 {
+        args.extend(["--root".to_owned(), fixtures.state()]);
+    }
+    if step.number >= 4 {
+        args.extend(["--cgroup-parent".to_owned(), fixtures.cgroups.name.clone()]);
+    }
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args.extend([rootfs.display().to_string(), "/bin/true".to_owned()]);
+    let name = format!("step{} {}", step.folder, extra.join(" "))
+        .trim()
+        .to_owned();
+    Case {
+        name,
+        program: bin_dir.join(format!("step{}", step.folder)),
+        args,
+        numbered: false,
+    }
+}
+
+const LIMITS: [&str; 6] = ["--memory", "64m", "--cpus", "1", "--pids-limit", "100"];
+
+/// Runs the cases interleaved and returns the markdown report.
+pub fn run(options: &Options) -> Result<String> {
+    ensure!(options.runs >= 1, "at least one run");
+    let fixtures = Fixtures::new()?;
+    let all = steps::workspace_steps()?;
+    let rootfs = &options.rootfs;
+    let mut cases: Vec<Case> = all
+        .iter()
+        .map(|step| step_case(step, &options.bin_dir, &fixtures, rootfs, &[]))
+        .collect();
+    if let Some(step4) = all.iter().find(|step| step.number == 4) {
+        cases.push(step_case(
+            step4,
+            &options.bin_dir,
+            &fixtures,
+            rootfs,
+            &LIMITS,
+        ));
+    }
+    let bundle = fixtures.runc_bundle(rootfs)?;
+    let runc_root = fixtures.scratch.join("runc");
+    let mut runc = Case::new(
+        "runc run",
+        "runc",
+        &[
+            "--root",
+            &runc_root.display().to_string(),
+            "run",
+            "--bundle",
+            &bundle.display().to_string(),
+        ],
+    );
+    runc.args
+        .push(format!("{}-{{n}}", crate::scratch::unique_name("runc")));
+    runc.numbered = true;
+    cases.push(runc);
+    let chroot_floor = [
+        "--pid",
+        "--uts",
+        "--ipc",
+        "--mount",
+        "--fork",
+        "chroot",
+        &rootfs.display().to_string(),
+        "/bin/true",
+    ];
+    cases.push(Case::new(
+        "floor: unshare + chroot",
+        "unshare",
+        &chroot_floor,
+    ));
+    let main_rows = measure(&cases, options)?;
+
+    // Start time against the size of the image: the overlay does not copy it.
+    let mut sized = Vec::new();
+    for (label, bytes) in [("10 MiB", 10usize << 20), ("1 GiB", 1 << 30)] {
+        let image =
+            fixtures.bigger_rootfs(rootfs, &format!("image-{}", label.replace(' ', "")), bytes)?;
+        for step in all.iter().filter(|step| step.number >= 3) {
+            let mut case = step_case(step, &options.bin_dir, &fixtures, &image, &[]);
+            case.name = format!("{} | {label}", case.name);
+            sized.push(case);
+        }
+    }
+    let sized_rows = measure(&sized, options)?;
+    Ok(report(options, &main_rows, &sized_rows))
+}
+
+struct Row {
+    name: String,
+    median: Duration,
+    p90: Duration,
+    peak_memory: u64,
+}
+
+fn measure(cases: &[Case], options: &Options) -> Result<Vec<Row>> {
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); cases.len()];
+    let mut memory = vec![0u64; cases.len()];
+    for round in 0..options.warmup + options.runs {
+        for (i, case) in cases.iter().enumerate() {
+            let (elapsed, peak) = case.time(round)?;
+            if round >= options.warmup {
+                samples[i].push(elapsed);
+                memory[i] = memory[i].max(peak);
+            }
+        }
+    }
+    Ok(cases
+        .iter()
+        .zip(samples.iter().zip(memory))
+        .map(|(case, (samples, peak_memory))| {
+            let (median, p90) = percentiles(samples);
+            Row {
+                name: case.name.clone(),
+                median,
+                p90,
+                peak_memory,
+            }
+        })
+        .collect())
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn report(options: &Options, rows: &[Row], sized: &[Row]) -> String {
+    let find = |prefix: &str| {
+        rows.iter()
+            .find(|row| row.name.starts_with(prefix))
+            .map(|row| row.median)
+    };
+    let (runc, floor) = (
+        find("runc").unwrap_or_default(),
+        find("floor").unwrap_or_default(),
+    );
+    let ratio = |a: Duration, b: Duration| {
+        if b.is_zero() {
+            "–".to_owned()
+        } else {
+            format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured by `just bench` on {}: {}.",
+        today(),
+        machine()
+    );
+    let _ = writeln!(
+        out,
+        "Each case runs `/bin/true` in the workshop rootfs; {} runs of each, interleaved, after {} warm-up round(s). \
+         Peak memory is the largest resident set of any process of the run.\n",
+        options.runs, options.warmup
+    );
+    let _ = writeln!(
+        out,
+        "| what | median | p90 | × runc | × floor | peak memory |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} MiB |",
+            row.name,
+            ms(row.median),
+            ms(row.p90),
+            ratio(row.median, runc),
+            ratio(row.median, floor),
+            row.peak_memory >> 20
+        );
+    }
+    if let Some(limits) = rows.iter().find(|row| row.name.contains("--memory")) {
+        let _ = writeln!(
+            out,
+            "\nStep 04 with all three limits: {} runc's time (the goal: at most 0.50×) and {} the floor's (the goal: at most 2.00×).",
+            ratio(limits.median, runc),
+            ratio(limits.median, floor)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nStart time against the size of the image (the lower layer), median of {} runs:\n",
+        options.runs
+    );
+    let _ = writeln!(out, "| what | lower layer | median | p90 |");
+    let _ = writeln!(out, "|---|---|---:|---:|");
+    for row in sized {
+        let (name, size) = row.name.split_once(" | ").unwrap_or((&row.name, ""));
+        let _ = writeln!(
+            out,
+            "| {name} | {size} | {} | {} |",
+            ms(row.median),
+            ms(row.p90)
+        );
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|line| {
+                Some(
+                    line.strip_prefix("model name")?
+                        .trim_start_matches([' ', '\t', ':'])
+                        .to_owned(),
+                )
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel = kernel.trim();
+    format!(
+        "{cpu}, {cores} cores, Linux {kernel}, cgroups {}",
+        cgroup::layout_name()
+    )
+}
+
+fn today() -> String {
+    let out = Command::new("date").arg("+%Y-%m-%d").output();
+    out.map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Fails unless every tool the bench needs is there.
+pub fn check_tools() -> Result<()> {
+    for tool in ["runc", "unshare", "cp"] {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            bail!("{tool} is not installed: `just setup` installs what the bench needs");
+        }
+    }
+    Ok(())
+}
