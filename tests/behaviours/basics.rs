@@ -9,7 +9,9 @@ use ferry_tests::host;
 use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
-use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing, process_named};
+use crate::check::{
+    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, listing, process_named,
+};
 use crate::{Behaviour, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -186,14 +188,14 @@ fn starts_in_the_new_root(ctx: &Ctx) -> Result<()> {
 }
 
 fn hides_host_files_outside_rootfs(ctx: &Ctx) -> Result<()> {
-    let scratch = Scratch::new("host")?;
-    let secret = scratch.join("secret");
-    std::fs::write(&secret, "host data\n")?;
-    let script = format!(
-        "if test -e '{}'; then echo visible; else echo hidden; fi",
-        secret.display()
-    );
-    expect(&ctx.sh(&[], &script)?, 0, "hidden\n", "")
+    let marker = HostMarker::new()?;
+    expect(
+        &ctx.sh(&[], &marker.probe())?,
+        0,
+        "hidden
+",
+        "",
+    )
 }
 
 fn missing_command_is_127(ctx: &Ctx) -> Result<()> {

@@ -43,16 +43,7 @@ impl Ctx {
         );
         let copy = Scratch::new("rootfs")?;
         let rootfs = copy.join("rootfs");
-        let out = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(rootfs::built()?)
-            .arg(&rootfs)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "copy the rootfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        rootfs::copy(&rootfs::built()?, &rootfs)?;
         Ok(Self {
             step,
             rootfs,
@@ -90,6 +81,32 @@ impl Ctx {
     /// Runs `sh -c SCRIPT` in the container and returns the outcome.
     pub fn sh(&self, options: &[&str], script: &str) -> Result<Outcome> {
         self.run(options, &["/bin/sh", "-c", script]).output()
+    }
+}
+
+/// A file on the host, outside every rootfs, and a shell script that says
+/// whether a container can see it: "visible" or "hidden".
+pub struct HostMarker {
+    _scratch: Scratch,
+    path: PathBuf,
+}
+
+impl HostMarker {
+    pub fn new() -> Result<Self> {
+        let scratch = Scratch::new("host")?;
+        let path = scratch.join("marker");
+        fs::write(&path, "on the host\n")?;
+        Ok(Self {
+            _scratch: scratch,
+            path,
+        })
+    }
+
+    pub fn probe(&self) -> String {
+        format!(
+            "if test -e '{}'; then echo visible; else echo hidden; fi",
+            self.path.display()
+        )
     }
 }
 

@@ -3,11 +3,11 @@
 
 use anyhow::{Result, ensure};
 use ferry_tests::host;
-use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
 use crate::check::{
-    Ctx, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree, snapshot,
+    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree,
+    snapshot,
 };
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
@@ -76,35 +76,29 @@ pub const BEHAVIOURS: &[Behaviour] = &[
 
 /// Created, changed, deleted, chmod'ed: ROOTFS stays the same, byte for byte.
 fn writes_leave_rootfs_unchanged(ctx: &Ctx) -> Result<()> {
-    let rootfs = &ctx.rootfs;
-    let before = snapshot(rootfs)?;
+    let before = snapshot(&ctx.rootfs)?;
     let script = "echo new > /new-file && mkdir /new-dir && echo more >> /etc/passwd && rm /etc/hosts \
                   && rm -r /usr/sbin && chmod 600 /etc/group && echo done";
-    let outcome = ctx
-        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", script])
-        .output()?;
+    let outcome = ctx.run(&[], &["/bin/sh", "-c", script]).output()?;
     expect(&outcome, 0, "done\n", "")?;
-    same_tree(&before, &snapshot(rootfs)?)
+    same_tree(&before, &snapshot(&ctx.rootfs)?)
 }
 
 /// Two containers from one ROOTFS at the same time each see their own files.
 fn containers_do_not_share_writes(ctx: &Ctx) -> Result<()> {
-    let rootfs = &ctx.rootfs;
     let first_script = "echo first > /shared; echo ready; read line; cat /shared";
     let mut first = ctx
-        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", first_script])
+        .run(&[], &["/bin/sh", "-c", first_script])
         .hold_stdin()
         .spawn()?;
     first.wait_for_line("ready")?;
     let second_script =
         "cat /shared 2>/dev/null || echo absent; echo second > /shared; cat /shared";
-    let second = ctx
-        .run_with_rootfs(rootfs, &[], &["/bin/sh", "-c", second_script])
-        .output()?;
+    let second = ctx.run(&[], &["/bin/sh", "-c", second_script]).output()?;
     expect(&second, 0, "absent\nsecond\n", "")?;
     expect(&first.finish()?, 0, "ready\nfirst\n", "")?;
     ensure!(
-        !rootfs.join("shared").exists(),
+        !ctx.rootfs.join("shared").exists(),
         "a container wrote /shared into ROOTFS"
     );
     Ok(())
@@ -154,20 +148,17 @@ fn writable_layer_lives_under_root(ctx: &Ctx) -> Result<()> {
 
 /// Chapter 1's breakout climbs only to the container's own root now.
 fn chroot_escape_stays_inside(ctx: &Ctx) -> Result<()> {
-    let rootfs = &ctx.rootfs;
-    let host = Scratch::new("host")?;
-    let marker = host.join("marker");
-    std::fs::write(&marker, "on the host\n")?;
-    let check = format!(
-        "if test -e '{}'; then echo reached the host; else echo contained; fi",
-        marker.display()
-    );
+    let marker = HostMarker::new()?;
     let outcome = ctx
-        .run_with_rootfs(rootfs, &[], &["breakout", "/bin/sh", "-c", &check])
+        .run(&[], &["breakout", "/bin/sh", "-c", &marker.probe()])
         .output()?;
     ensure!(
-        outcome.status == 0 && outcome.stdout == "contained\n",
-        "the breakout reached the host:\n{outcome}"
+        outcome.status == 0
+            && outcome.stdout
+                == "hidden
+",
+        "the breakout reached the host:
+{outcome}"
     );
     Ok(())
 }
@@ -230,10 +221,7 @@ fn dev_holds_only_minimal_devices(ctx: &Ctx) -> Result<()> {
 }
 
 fn sys_is_read_only(ctx: &Ctx) -> Result<()> {
-    let rootfs = &ctx.rootfs;
-    let outcome = ctx
-        .run_with_rootfs(rootfs, &[], &["touch", "/sys/ferry-test"])
-        .output()?;
+    let outcome = ctx.run(&[], &["touch", "/sys/ferry-test"]).output()?;
     expect(
         &outcome,
         1,
@@ -266,14 +254,10 @@ fn rejects_unwritable_root(ctx: &Ctx) -> Result<()> {
 }
 
 fn rejects_root_inside_rootfs(ctx: &Ctx) -> Result<()> {
-    let rootfs = &ctx.rootfs;
-    let before = snapshot(rootfs)?;
-    let root = rootfs.join("state");
+    let before = snapshot(&ctx.rootfs)?;
+    let root = ctx.rootfs.join("state");
     let root = root.to_str().expect("scratch paths are UTF-8");
-    let outcome = leaves_mounts_alone(|| {
-        ctx.run_with_rootfs(rootfs, &["--root", root], &["true"])
-            .output()
-    })?;
+    let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
     expect_error(&outcome, 125, "inside")?;
-    same_tree(&before, &snapshot(rootfs)?)
+    same_tree(&before, &snapshot(&ctx.rootfs)?)
 }

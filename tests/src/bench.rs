@@ -155,16 +155,7 @@ impl Fixtures {
     /// A copy of the rootfs with one more file of `bytes` (written, not sparse).
     fn bigger_rootfs(&self, rootfs: &Path, name: &str, bytes: usize) -> Result<PathBuf> {
         let copy = self.scratch.join(name);
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(rootfs)
-            .arg(&copy)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "copy the rootfs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::rootfs::copy(rootfs, &copy)?;
         let chunk = vec![0x5au8; 1 << 20];
         let mut file = fs::File::create(copy.join("payload"))?;
         for _ in 0..bytes.div_ceil(chunk.len()) {

@@ -93,6 +93,22 @@ pub fn build(dest: &Path, programs: &[PathBuf]) -> Result<()> {
     fs::rename(&staging, dest).with_context(|| format!("move the rootfs into {}", dest.display()))
 }
 
+/// Copies a rootfs with everything kept (links, modes, owners): `cp -a`.
+pub fn copy(from: &Path, to: &Path) -> Result<()> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .context("run cp")?;
+    ensure!(
+        out.status.success(),
+        "copy the rootfs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// Every applet's full path, as busybox lists them: `bin/sh`, `usr/bin/env`…
 fn applets() -> Result<Vec<String>> {
     let out = Command::new(BUSYBOX)

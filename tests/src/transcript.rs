@@ -62,7 +62,7 @@ pub fn render(entries: &[Entry]) -> String {
 pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
     let scratch = Scratch::new("transcript")?;
     let cgroups = cgroup::Parent::new();
-    copy_rootfs(&rootfs::built()?, &scratch.join("rootfs"))?;
+    rootfs::copy(&rootfs::built()?, &scratch.join("rootfs"))?;
     let mut script = String::from("exec 2>&1\n");
     for entry in entries {
         // Keep $? of the command for the next one across the marker.
@@ -188,21 +188,6 @@ pub fn check(path: &Path, bless_it: bool) -> Result<()> {
         path.display(),
         problems.join("\n\n")
     )
-}
-
-fn copy_rootfs(from: &Path, to: &Path) -> Result<()> {
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .context("run cp")?;
-    ensure!(
-        out.status.success(),
-        "copy the rootfs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 #[cfg(test)]
