@@ -50,7 +50,12 @@ vm-setup:
     current() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n 1; }
     package=$(current)
     if [ -z "$package" ]; then {{sudo}} apt-get update -qq; package=$(current); fi
-    [ -n "$package" ] || { echo "error: apt offers no linux-image-amd64 package" >&2; exit 1; }
+    if [ -z "$package" ]; then
+        # Not Debian (Ubuntu names its kernels differently). Such hosts are
+        # pure cgroup v2 already, and the suite tests their own layout.
+        echo "note: apt offers no linux-image-amd64 here, so no cgroup v2 machine is built" >&2
+        exit 0
+    fi
     mkdir -p {{vm_dir}}
     if [ ! -e "{{vm_dir}}/$package.stamp" ]; then
         rm -rf {{vm_dir}}/kernel {{vm_dir}}/*.deb {{vm_dir}}/*.stamp
@@ -62,6 +67,7 @@ vm-setup:
 vm-image: vm-setup rootfs
     #!/usr/bin/env bash
     set -euo pipefail
+    [ -d {{vm_dir}}/kernel ] || exit 0
     # Static: the initramfs has no C library for them to load.
     export RUSTFLAGS="-C target-feature=+crt-static"
     cargo build -q -p step03-mount-overlay -p step04-cgroups --target {{host}}
