@@ -71,8 +71,12 @@ vm-image: vm-setup rootfs
     # Static: the initramfs has no C library for them to load.
     export RUSTFLAGS="-C target-feature=+crt-static"
     cargo build -q -p step03-mount-overlay -p step04-cgroups --target {{host}}
+    # The artifact of the test target named "behaviours" (the package's
+    # binaries are built, and listed, too).
     suite=$(cargo test -q -p ferry-tests --test behaviours --target {{host}} --no-run --message-format=json \
+        | grep '"name":"behaviours"' | grep '"test":true' \
         | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    [ -x "$suite" ] || { echo "error: no behaviours test binary was built" >&2; exit 1; }
     tree={{vm_dir}}/initramfs
     rm -rf "$tree" && mkdir -p "$tree"/{bin,proc,sys,dev,tmp,mnt,ferry,lib/modules}
     cp /bin/busybox "$tree/bin/"
