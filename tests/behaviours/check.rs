@@ -78,6 +78,13 @@ impl Ctx {
         self.runtime().args(args)
     }
 
+    /// Nothing that a container made is left under this test's `--root`.
+    pub fn nothing_under_root(&self) -> Result<()> {
+        let left = listing(self.state.path())?;
+        ensure!(left.is_empty(), "left under --root: {left}");
+        Ok(())
+    }
+
     /// Runs `sh -c SCRIPT` in the container and returns the outcome.
     pub fn sh(&self, options: &[&str], script: &str) -> Result<Outcome> {
         self.run(options, &["/bin/sh", "-c", script]).output()

@@ -127,22 +127,14 @@ fn writable_layer_lives_under_root(ctx: &Ctx) -> Result<()> {
     );
     host::signal(process_named(&running, "sleep")?, Signal::SIGKILL)?;
     expect(&running.finish()?, 137, "ready\n", "")?;
-    ensure!(
-        listing(ctx.state.path())?.is_empty(),
-        "left under --root: {}",
-        listing(ctx.state.path())?
-    );
+    ctx.nothing_under_root()?;
     expect(&ctx.sh(&[], "exit 3")?, 3, "", "")?;
     expect_error(
         &ctx.run(&[], &["/bin/no-such-command"]).output()?,
         127,
         "no-such-command",
     )?;
-    ensure!(
-        listing(ctx.state.path())?.is_empty(),
-        "left under --root: {}",
-        listing(ctx.state.path())?
-    );
+    ctx.nothing_under_root()?;
     Ok(())
 }
 
@@ -238,11 +230,7 @@ fn rejects_rootfs_overlay_cannot_stack_on(ctx: &Ctx) -> Result<()> {
             .output()
     })?;
     expect_error(&outcome, 125, "overlay")?;
-    ensure!(
-        listing(ctx.state.path())?.is_empty(),
-        "left under --root: {}",
-        listing(ctx.state.path())?
-    );
+    ctx.nothing_under_root()?;
     Ok(())
 }
 
