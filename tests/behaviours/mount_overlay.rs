@@ -6,8 +6,7 @@ use ferry_tests::host;
 use nix::sys::signal::Signal;
 
 use crate::check::{
-    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree,
-    snapshot,
+    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, process_named, same_tree, snapshot,
 };
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
