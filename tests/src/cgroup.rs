@@ -3,8 +3,8 @@
 //! (The runtimes have their own code for this; this is the observer's.)
 
 use std::fs;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -96,16 +96,54 @@ impl Default for Parent {
 impl Drop for Parent {
     fn drop(&mut self) {
         for (point, _) in mounts().unwrap_or_default() {
-            let dir = point.join(&self.name);
-            if dir.exists()
-                && let Err(error) = fs::remove_dir(&dir)
-            {
+            let parent = point.join(&self.name);
+            if !parent.exists() {
+                continue;
+            }
+            // A test that failed while its container ran killed the runtime
+            // before it could remove the container's cgroup: do it here.
+            let leaves = fs::read_dir(&parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path());
+            for leaf in leaves.filter(|path| path.is_dir()) {
+                if let Err(error) = remove_leaf(&leaf) {
+                    eprintln!(
+                        "warning: could not remove cgroup {}: {error:#}",
+                        leaf.display()
+                    );
+                }
+            }
+            if let Err(error) = fs::remove_dir(&parent) {
                 eprintln!(
                     "warning: could not remove cgroup {}: {error}",
-                    dir.display()
+                    parent.display()
                 );
             }
         }
+    }
+}
+
+/// Ends what is left in one of this test's cgroups (processes this test
+/// started, through the runtime) and removes it.
+fn remove_leaf(leaf: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let procs = fs::read_to_string(leaf.join("cgroup.procs"))?;
+        if procs.trim().is_empty() {
+            return Ok(fs::remove_dir(leaf)?);
+        }
+        if Instant::now() > deadline {
+            bail!("still holds processes {}", procs.trim());
+        }
+        for pid in procs
+            .lines()
+            .filter_map(|pid| pid.trim().parse::<i32>().ok())
+        {
+            let _ = crate::host::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(crate::run::POLL);
     }
 }
 
