@@ -2,6 +2,7 @@
 //! Run a command in a root filesystem, relay its output and status exactly,
 //! and fail clearly on bad input.
 
+use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Result, ensure};
@@ -68,6 +69,24 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 1,
         kind: Feature,
         check: hides_host_files_outside_rootfs,
+    },
+    Behaviour {
+        name: "restores_default_signal_actions",
+        since: 1,
+        kind: Feature,
+        check: restores_default_signal_actions,
+    },
+    Behaviour {
+        name: "passes_only_stdio_descriptors",
+        since: 1,
+        kind: Feature,
+        check: passes_only_stdio_descriptors,
+    },
+    Behaviour {
+        name: "a_held_directory_is_no_way_out",
+        since: 1,
+        kind: Feature,
+        check: a_held_directory_is_no_way_out,
     },
     Behaviour {
         name: "missing_command_is_127",
@@ -196,6 +215,45 @@ fn hides_host_files_outside_rootfs(ctx: &Ctx) -> Result<()> {
 ",
         "",
     )
+}
+
+/// A Rust program starts with SIGPIPE ignored, and an ignored signal stays
+/// ignored across exec: unless the runtime resets it, `yes` in a pipe to
+/// `head` is told "Broken pipe" instead of being ended by the signal.
+fn restores_default_signal_actions(ctx: &Ctx) -> Result<()> {
+    expect(&ctx.sh(&[], "yes | head -n 1")?, 0, "y\n", "")
+}
+
+/// A descriptor the caller holds open (a shell's `exec 7<file`) does not
+/// reach the command.
+fn passes_only_stdio_descriptors(ctx: &Ctx) -> Result<()> {
+    let marker = HostMarker::new()?;
+    let outcome = ctx
+        .run(
+            &[],
+            &["/bin/sh", "-c", "read -r line <&7; echo \"[$line]\""],
+        )
+        .pass_fd(File::open(marker.path())?, 7)
+        .output()?;
+    ensure!(
+        outcome.status == 0 && outcome.stdout == "[]\n",
+        "the command could read the host file on descriptor 7:\n{outcome}"
+    );
+    Ok(())
+}
+
+/// A descriptor open on a host directory is that directory, whatever the
+/// container's root: `/proc/self/fd/7/` would lead out (runc's
+/// CVE-2024-21626). It must not reach the command.
+fn a_held_directory_is_no_way_out(ctx: &Ctx) -> Result<()> {
+    let marker = HostMarker::new()?;
+    let dir = marker.path().parent().expect("in a folder");
+    let probe = "if test -e /proc/self/fd/7/marker; then echo visible; else echo hidden; fi";
+    let outcome = ctx
+        .run(&[], &["/bin/sh", "-c", probe])
+        .pass_fd(File::open(dir)?, 7)
+        .output()?;
+    expect(&outcome, 0, "hidden\n", "")
 }
 
 fn missing_command_is_127(ctx: &Ctx) -> Result<()> {

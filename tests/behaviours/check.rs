@@ -109,6 +109,10 @@ impl HostMarker {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn probe(&self) -> String {
         format!(
             "if test -e '{}'; then echo visible; else echo hidden; fi",

@@ -4,6 +4,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -45,6 +46,8 @@ pub struct Run {
     stdin: Vec<u8>,
     hold_stdin: bool,
     limit: Duration,
+    /// Descriptors the program inherits besides 0, 1 and 2: (open file, number).
+    passed: Vec<(OwnedFd, RawFd)>,
 }
 
 impl Run {
@@ -58,6 +61,7 @@ impl Run {
             stdin: Vec::new(),
             hold_stdin: false,
             limit: DEADLINE,
+            passed: Vec::new(),
         }
     }
 
@@ -90,6 +94,13 @@ impl Run {
         self
     }
 
+    /// Hands the program `file` as descriptor number `number`, open across
+    /// its exec, as a shell's `exec 7</` does for the commands it runs.
+    pub fn pass_fd(mut self, file: impl Into<OwnedFd>, number: RawFd) -> Self {
+        self.passed.push((file.into(), number));
+        self
+    }
+
     /// Allows the run more time than DEADLINE (a virtual machine's boot).
     pub fn deadline(mut self, limit: Duration) -> Self {
         self.limit = limit;
@@ -111,6 +122,29 @@ impl Run {
     /// Starts the run; read its stdout line by line with `Running::wait_for_line`.
     pub fn spawn(mut self) -> Result<Running> {
         let shown = format!("{:?}", self.command);
+        let passed: Vec<(RawFd, RawFd)> = self
+            .passed
+            .iter()
+            .map(|(file, number)| (file.as_raw_fd(), *number))
+            .collect();
+        if !passed.is_empty() {
+            // SAFETY: between fork and exec only async-signal-safe calls
+            // (dup2, fcntl) on descriptors this process owns.
+            unsafe {
+                self.command.pre_exec(move || {
+                    for &(from, to) in &passed {
+                        // dup2 clears close-on-exec on the copy; a copy onto
+                        // itself keeps the flag, so clear it by hand.
+                        if from == to {
+                            libc::fcntl(to, libc::F_SETFD, 0);
+                        } else if libc::dup2(from, to) == -1 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = self
             .command
             .stdin(Stdio::piped())

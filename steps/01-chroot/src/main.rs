@@ -7,6 +7,7 @@
 mod cli;
 mod command;
 mod exit;
+mod fds;
 mod handoff;
 mod rootfs;
 mod signals;
@@ -66,7 +67,10 @@ fn child(rootfs: &Path, command: &Command, handoff: &Handoff) -> ! {
 }
 
 fn enter_container(rootfs: &Path, command: &Command) -> Result<Infallible> {
+    // The command starts clean: default signal actions, nothing blocked, and
+    // no descriptor but 0, 1 and 2.
     signals::restore_defaults()?;
+    fds::close_on_exec_above_stdio()?;
     chroot(rootfs).with_context(|| format!("chroot into {}", rootfs.display()))?;
     // chroot changes what "/" means but not the current directory, which still
     // points at the host's tree. Without this chdir the command would start

@@ -9,6 +9,7 @@
 mod cli;
 mod command;
 mod exit;
+mod fds;
 mod handoff;
 mod id;
 mod mounts;
@@ -71,7 +72,10 @@ fn child(rootfs: &Path, hostname: &str, command: &Command, handoff: &Handoff) ->
 }
 
 fn enter_container(rootfs: &Path, hostname: &str, command: &Command) -> Result<Infallible> {
+    // The command starts clean: default signal actions, nothing blocked, and
+    // no descriptor but 0, 1 and 2.
     signals::restore_defaults()?;
+    fds::close_on_exec_above_stdio()?;
     // Before any mount: our new mount namespace began as a copy of the
     // host's, still wired to it; cut the wires so nothing mounted here
     // shows up on the host.

@@ -29,11 +29,28 @@ pub fn ignore_terminal_interrupts() -> Result<()> {
     set_all(&INTERRUPTS, SigHandler::SigIgn)
 }
 
-/// In the child, before exec: an ignored signal stays ignored across execve,
-/// so undo `ignore_terminal_interrupts` or Ctrl-C could never stop the command.
+// ANCHOR: restore_defaults
+/// In the child, before exec: give the command the signal state a program
+/// expects to start with. execve resets caught signals to their defaults,
+/// but an *ignored* signal stays ignored and a *blocked* one stays blocked.
+/// Our own SIGINT and SIGQUIT are ignored (above), and Rust's runtime
+/// ignores SIGPIPE in every Rust program at start-up: left as they are,
+/// Ctrl-C could never stop the command, and `yes | head -n 1` would end
+/// with "Broken pipe" instead of quietly.
 pub fn restore_defaults() -> Result<()> {
-    set_all(&INTERRUPTS, SigHandler::SigDfl)
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // Every signal nix knows by name: the standard ones. SIGKILL and SIGSTOP
+    // cannot be caught or ignored, so they are never anything but default.
+    for signal in Signal::iterator().filter(|s| ![Signal::SIGKILL, Signal::SIGSTOP].contains(s)) {
+        // SAFETY: SigDfl runs no code of ours.
+        unsafe { sigaction(signal, &default) }
+            .with_context(|| format!("reset the action for {signal}"))?;
+    }
+    SigSet::empty()
+        .thread_set_mask()
+        .context("unblock every signal")
 }
+// ANCHOR_END: restore_defaults
 
 pub fn forward_to(container: Pid) -> Result<()> {
     CONTAINER.store(container.as_raw(), Ordering::SeqCst);
