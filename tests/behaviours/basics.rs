@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Result, ensure};
 use ferry_tests::host;
+use ferry_tests::run::Run;
 use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
@@ -87,6 +88,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 1,
         kind: Feature,
         check: a_held_directory_is_no_way_out,
+    },
+    Behaviour {
+        name: "gives_the_terminal_back",
+        since: 1,
+        kind: Feature,
+        check: gives_the_terminal_back,
     },
     Behaviour {
         name: "missing_command_is_127",
@@ -254,6 +261,32 @@ fn a_held_directory_is_no_way_out(ctx: &Ctx) -> Result<()> {
         .pass_fd(File::open(dir)?, 7)
         .output()?;
     expect(&outcome, 0, "hidden\n", "")
+}
+
+/// An interactive shell in the container takes the terminal for its own
+/// process group. Afterwards the terminal must be the caller's again, or the
+/// caller's next read from it is stopped (SIGTTIN). `script` gives the run a
+/// terminal of its own; its shell then compares its own process group with
+/// the terminal's foreground group (fields 5 and 8 of /proc/PID/stat).
+fn gives_the_terminal_back(ctx: &Ctx) -> Result<()> {
+    let container = ctx.run_line(&[], &["/bin/sh", "-i", "-c", "exit 0"]);
+    let script = format!(
+        "{container}; set -- $(cat /proc/$$/stat); \
+         if [ \"$5\" = \"$8\" ]; then echo given back; else echo kept by group $8; fi"
+    );
+    let outcome = Run::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .output()?;
+    ensure!(
+        outcome.status == 0
+            && outcome
+                .stdout
+                .lines()
+                .any(|line| line.trim_end() == "given back"),
+        "the terminal was not given back after the container:\n{outcome}"
+    );
+    Ok(())
 }
 
 fn missing_command_is_127(ctx: &Ctx) -> Result<()> {

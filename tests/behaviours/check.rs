@@ -2,7 +2,7 @@
 //! exact assertions on how a run ended.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -65,6 +65,12 @@ impl Ctx {
 
     /// `stepNN run OPTIONS ROOTFS COMMAND...` with a ROOTFS of the test's choosing.
     pub fn run_with_rootfs(&self, rootfs: &Path, options: &[&str], command: &[&str]) -> Run {
+        self.runtime().args(self.run_args(rootfs, options, command))
+    }
+
+    /// The arguments of `run`, with this test's own `--root` and
+    /// `--cgroup-parent` from the steps that take them.
+    pub fn run_args(&self, rootfs: &Path, options: &[&str], command: &[&str]) -> Vec<OsString> {
         let mut args: Vec<&OsStr> = vec!["run".as_ref()];
         if self.step.number >= ROOT_OPTION_SINCE && !options.contains(&"--root") {
             args.extend(["--root".as_ref(), self.state.path().as_os_str()]);
@@ -75,7 +81,20 @@ impl Ctx {
         args.extend(options.iter().map(OsStr::new));
         args.push(rootfs.as_os_str());
         args.extend(command.iter().map(OsStr::new));
-        self.runtime().args(args)
+        args.into_iter().map(OsStr::to_owned).collect()
+    }
+
+    /// The whole `stepNN run …` command line, quoted for a shell.
+    pub fn run_line(&self, options: &[&str], command: &[&str]) -> String {
+        let quote = |word: &OsStr| format!("'{}'", word.to_string_lossy().replace('\'', r"'\''"));
+        std::iter::once(quote(self.step.binary.as_os_str()))
+            .chain(
+                self.run_args(&self.rootfs, options, command)
+                    .iter()
+                    .map(|a| quote(a)),
+            )
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Nothing that a container made is left under this test's `--root`.

@@ -50,6 +50,18 @@ fn parent_of(pid: i32) -> Option<i32> {
     after_name.split(' ').nth(1)?.parse().ok()
 }
 
+/// Whether a process has ended: gone from /proc, or a zombie waiting for
+/// its parent to reap it.
+pub fn has_ended(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
 pub fn command_name(pid: i32) -> Option<String> {
     Some(
         fs::read_to_string(format!("/proc/{pid}/comm"))

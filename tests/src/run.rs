@@ -22,6 +22,25 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// How often to look again while polling for a state.
 pub const POLL: Duration = Duration::from_millis(5);
 
+/// Polls `probe` until it returns Some, or `limit` passes: for a state that
+/// does not depend on a run still going (a process that must end).
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not happen within {limit:?}");
+        }
+        thread::sleep(POLL);
+    }
+}
+
 /// How a run ended, and what it printed.
 #[derive(Debug, Clone)]
 pub struct Outcome {

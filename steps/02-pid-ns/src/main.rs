@@ -16,12 +16,13 @@ mod mounts;
 mod namespaces;
 mod rootfs;
 mod signals;
+mod terminal;
 
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, chdir, chroot, sethostname};
 
@@ -56,6 +57,8 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     };
     let command = Command::new(args.command)?;
     let handoff = Handoff::new()?;
+    // Given back to the caller's shell when this is dropped, on every way out.
+    let _terminal = terminal::Foreground::save();
     signals::ignore_terminal_interrupts()?;
     let child = namespaces::clone_child(|| child(&rootfs, &hostname, &command, &handoff))?;
     parent(child, handoff)
@@ -67,8 +70,20 @@ fn run(args: cli::RunArgs) -> Result<u8> {
 /// then become COMMAND.
 /// Never returns: if anything fails, the parent is told why and the child exits.
 fn child(rootfs: &Path, hostname: &str, command: &Command, handoff: &Handoff) -> ! {
-    let failure = enter_container(rootfs, hostname, command).unwrap_err();
+    let failure = die_with_runtime(handoff)
+        .and_then(|()| enter_container(rootfs, hostname, command))
+        .unwrap_err();
     handoff.fail(&failure)
+}
+
+/// The container must not outlive its runtime: nobody would wait for it.
+fn die_with_runtime(handoff: &Handoff) -> Result<()> {
+    signals::die_with_runtime()?;
+    ensure!(
+        !handoff.runtime_is_gone()?,
+        "the runtime went away before the container started"
+    );
+    Ok(())
 }
 
 fn enter_container(rootfs: &Path, hostname: &str, command: &Command) -> Result<Infallible> {

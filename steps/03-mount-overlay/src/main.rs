@@ -21,12 +21,13 @@ mod overlay;
 mod rootfs;
 mod signals;
 mod state;
+mod terminal;
 
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, sethostname};
 
@@ -62,6 +63,8 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     // Removed when `dir` is dropped: on return from here, whatever happened.
     let dir = ContainerDir::create(&args.root, &id, &rootfs)?;
     let handoff = Handoff::new()?;
+    // Given back to the caller's shell when this is dropped, on every way out.
+    let _terminal = terminal::Foreground::save();
     signals::ignore_terminal_interrupts()?;
     let child = namespaces::clone_child(|| child(&rootfs, &dir, &hostname, &command, &handoff))?;
     parent(child, handoff)
@@ -79,8 +82,20 @@ fn child(
     command: &Command,
     handoff: &Handoff,
 ) -> ! {
-    let failure = enter_container(rootfs, dir, hostname, command).unwrap_err();
+    let failure = die_with_runtime(handoff)
+        .and_then(|()| enter_container(rootfs, dir, hostname, command))
+        .unwrap_err();
     handoff.fail(&failure)
+}
+
+/// The container must not outlive its runtime: nobody would wait for it.
+fn die_with_runtime(handoff: &Handoff) -> Result<()> {
+    signals::die_with_runtime()?;
+    ensure!(
+        !handoff.runtime_is_gone()?,
+        "the runtime went away before the container started"
+    );
+    Ok(())
 }
 
 fn enter_container(

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
+use nix::sys::prctl::set_pdeathsig;
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, sigaction};
 use nix::unistd::Pid;
 
@@ -51,6 +52,18 @@ pub fn restore_defaults() -> Result<()> {
         .context("unblock every signal")
 }
 // ANCHOR_END: restore_defaults
+
+// ANCHOR: die_with_runtime
+/// In the child, first: be killed when the runtime dies. Otherwise a
+/// `kill -9` of the runtime would leave the container running, adopted by
+/// the host's init, with nobody to wait for it or clean up after it. The
+/// kernel sends the signal when the thread that cloned us exits. PID 1 of a
+/// namespace ignores signals it has no handler for, but not a SIGKILL that
+/// comes from outside its namespace, as this one does.
+pub fn die_with_runtime() -> Result<()> {
+    set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")
+}
+// ANCHOR_END: die_with_runtime
 
 pub fn forward_to(container: Pid) -> Result<()> {
     CONTAINER.store(container.as_raw(), Ordering::SeqCst);

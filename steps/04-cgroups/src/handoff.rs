@@ -13,10 +13,11 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{Context, Result, ensure};
 use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::unistd::{close, pipe2, read, write};
 
 use crate::exit::{self, Failure};
@@ -64,6 +65,20 @@ impl Handoff {
         Ok(())
     }
     // ANCHOR_END: release
+
+    /// Child side: whether the runtime has already gone, before the child
+    /// asked to die with it (the kernel sends no parent-death signal for a
+    /// parent that died first). Only the runtime holds the read end of the
+    /// exec-status pipe once we have closed our copy: if it has gone, so has
+    /// the read end, and poll reports an error on the write end.
+    pub fn runtime_is_gone(&self) -> Result<bool> {
+        // This copy of the Handoff is never dropped: the child execs or exits.
+        close(self.read.as_raw_fd()).context("close the exec-status pipe's read end")?;
+        let mut fds = [PollFd::new(self.write.as_fd(), PollFlags::POLLOUT)];
+        poll(&mut fds, PollTimeout::ZERO).context("poll the exec-status pipe")?;
+        let events = fds[0].revents().unwrap_or(PollFlags::empty());
+        Ok(events.contains(PollFlags::POLLERR))
+    }
 
     /// Child side: report `error` to the parent and exit with its status.
     pub fn fail(&self, error: &anyhow::Error) -> ! {

@@ -25,12 +25,13 @@ mod overlay;
 mod rootfs;
 mod signals;
 mod state;
+mod terminal;
 
 use std::convert::Infallible;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{Pid, sethostname};
@@ -71,6 +72,8 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     // Removed when dropped too, after killing whatever is left inside.
     let cgroup = Cgroup::create(&args.cgroup_parent, &id, &args.limits)?;
     let handoff = Handoff::new()?;
+    // Given back to the caller's shell when this is dropped, on every way out.
+    let _terminal = terminal::Foreground::save();
     signals::ignore_terminal_interrupts()?;
     let child = namespaces::clone_child(|| child(&rootfs, &dir, &hostname, &command, &handoff))?;
     parent(child, &cgroup, handoff)
@@ -91,9 +94,20 @@ fn child(
     // Nothing runs until the parent has put us in our cgroup.
     let failure = handoff
         .wait_for_release()
+        .and_then(|()| die_with_runtime(handoff))
         .and_then(|()| enter_container(rootfs, dir, hostname, command))
         .unwrap_err();
     handoff.fail(&failure)
+}
+
+/// The container must not outlive its runtime: nobody would wait for it.
+fn die_with_runtime(handoff: &Handoff) -> Result<()> {
+    signals::die_with_runtime()?;
+    ensure!(
+        !handoff.runtime_is_gone()?,
+        "the runtime went away before the container started"
+    );
+    Ok(())
 }
 
 fn enter_container(
