@@ -3,6 +3,7 @@
 
 use anyhow::{Result, ensure};
 use ferry_tests::host;
+use ferry_tests::scratch::Scratch;
 use nix::sys::signal::Signal;
 
 use crate::check::{
@@ -70,6 +71,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 3,
         kind: RejectedBefore,
         check: rejects_root_inside_rootfs,
+    },
+    Behaviour {
+        name: "rejects_root_through_a_symlink_into_rootfs",
+        since: 3,
+        kind: RejectedBefore,
+        check: rejects_root_through_a_symlink_into_rootfs,
     },
 ];
 
@@ -247,4 +254,21 @@ fn rejects_root_inside_rootfs(ctx: &Ctx) -> Result<()> {
     let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
     expect_error(&outcome, 125, "inside")?;
     same_tree(&before, &snapshot(&ctx.rootfs)?)
+}
+
+/// `--root LINK/state`, where LINK points into ROOTFS, also reached through
+/// a directory that does not exist yet and `..`: refused before anything is
+/// created, so ROOTFS gains no `state` directory.
+fn rejects_root_through_a_symlink_into_rootfs(ctx: &Ctx) -> Result<()> {
+    let links = Scratch::new("links")?;
+    std::os::unix::fs::symlink(&ctx.rootfs, links.join("link"))?;
+    let before = snapshot(&ctx.rootfs)?;
+    for root in ["link/state", "missing/../link/state"] {
+        let root = links.join(root);
+        let root = root.to_str().expect("scratch paths are UTF-8");
+        let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
+        expect_error(&outcome, 125, "inside")?;
+        same_tree(&before, &snapshot(&ctx.rootfs)?)?;
+    }
+    Ok(())
 }
