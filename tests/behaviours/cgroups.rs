@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::cgroup;
+use nix::unistd::{SysconfVar, sysconf};
 
 use crate::check::{Ctx, expect, expect_error, process_named};
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
@@ -34,6 +35,24 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 4,
         kind: Feature,
         check: cgroup_is_removed_on_exit,
+    },
+    Behaviour {
+        name: "memory_as_docker_reads_it",
+        since: 4,
+        kind: Feature,
+        check: memory_as_docker_reads_it,
+    },
+    Behaviour {
+        name: "cpus_as_docker_reads_them",
+        since: 4,
+        kind: Feature,
+        check: cpus_as_docker_reads_them,
+    },
+    Behaviour {
+        name: "pids_limit_as_docker_reads_it",
+        since: 4,
+        kind: Feature,
+        check: pids_limit_as_docker_reads_it,
     },
     Behaviour {
         name: "rejects_bad_limits",
@@ -118,18 +137,118 @@ fn cgroup_is_removed_on_exit(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn rejects_bad_limits(ctx: &Ctx) -> Result<()> {
-    for (option, value) in [
-        ("--memory", "10QB"),
-        ("--memory", "-1"),
-        ("--cpus", "0"),
-        ("--pids-limit", "abc"),
+/// The limits the container's cgroups hold while it runs, read from the host.
+fn limits_seen(ctx: &Ctx, options: &[&str]) -> Result<cgroup::Limits> {
+    let mut running = ctx
+        .run(options, &["/bin/sh", "-c", "echo ready; read line || true"])
+        .hold_stdin()
+        .spawn()?;
+    if let Err(error) = running.wait_for_line("ready") {
+        bail!("{error:#}\n{}", running.finish()?);
+    }
+    let limits = cgroup::limits_of(process_named(&running, "sh")?)?;
+    expect(&running.finish()?, 0, "ready\n", "")?;
+    Ok(limits)
+}
+
+/// go-units' RAMInBytes, as `docker run --memory` reads it: binary
+/// multiples, a fraction, one space before the unit, "b" or "ib" after it;
+/// `0` is no limit. (The kernel keeps whole pages of the limit.)
+fn memory_as_docker_reads_it(ctx: &Ctx) -> Result<()> {
+    let page = page_size();
+    for (size, bytes) in [
+        ("1.5g", Some(3 << 29)),
+        ("64 m", Some(64 << 20)),
+        ("64MiB", Some(64 << 20)),
+        ("32Gb", Some(32 << 30)),
+        ("1t", Some(1 << 40)),
+        ("6291456", Some(6 << 20)),
+        ("0", None),
     ] {
-        expect_error(&ctx.run(&[option, value], &["true"]).output()?, 125, option)?;
+        let seen = limits_seen(ctx, &["--memory", size])?.memory;
+        let expected = bytes.map(|bytes: u64| bytes / page * page);
+        ensure!(
+            seen == expected,
+            "--memory {size}: the cgroup's memory limit is {seen:?}, expected {expected:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Docker's NanoCPUs: an exact decimal, and a CFS quota per 100 ms period
+/// rounded down from it (0.123456789 is 12345.6789 µs); `0` is no limit.
+fn cpus_as_docker_reads_them(ctx: &Ctx) -> Result<()> {
+    for (cpus, quota) in [
+        ("0.5", Some((50_000, 100_000))),
+        ("0.123456789", Some((12_345, 100_000))),
+        ("0.01", Some((1_000, 100_000))),
+        ("1.0000000000", Some((100_000, 100_000))),
+        ("0", None),
+    ] {
+        let seen = limits_seen(ctx, &["--cpus", cpus])?.cpu;
+        ensure!(
+            seen == quota,
+            "--cpus {cpus}: the cgroup's CPU quota and period are {seen:?}, expected {quota:?}"
+        );
+    }
+    Ok(())
+}
+
+/// `0` or less is no limit, as in Docker; the kernel's largest is allowed.
+fn pids_limit_as_docker_reads_it(ctx: &Ctx) -> Result<()> {
+    for (limit, expected) in [("0", None), ("-1", None), ("4194304", Some(4_194_304))] {
+        let seen = limits_seen(ctx, &["--pids-limit", limit])?.pids;
+        ensure!(
+            seen == expected,
+            "--pids-limit {limit}: the cgroup's pids.max is {seen:?}, expected {expected:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Refused while the command line is read: no cgroup, nothing under --root.
+fn rejects_bad_limits(ctx: &Ctx) -> Result<()> {
+    let online = online_cpus();
+    let range = format!(
+        "range of CPUs is from 0.01 to {online}.00, as there are only {online} CPUs available"
+    );
+    let above = (online + 1).to_string();
+    for (option, value, mention) in [
+        ("--memory", "10QB", "--memory"),
+        ("--memory", "-1", "--memory"),
+        ("--memory", "64 mb b", "--memory"),
+        ("--memory", "1.5.1g", "--memory"),
+        ("--memory", "6291455", "Minimum memory limit allowed is 6MB"),
+        ("--memory", "99999999999999999999", "--memory"),
+        ("--cpus", "half", "--cpus"),
+        ("--cpus", "0.0000000001", "too precise"),
+        ("--cpus", "0.001", &range),
+        ("--cpus", "-1", &range),
+        ("--cpus", &above, &range),
+        ("--pids-limit", "abc", "--pids-limit"),
+        ("--pids-limit", "4194305", "4194304"),
+    ] {
+        let outcome = ctx.run(&[option, value], &["true"]).output()?;
+        expect_error(&outcome, 125, mention).with_context(|| format!("{option} {value}"))?;
         ensure!(
             !cgroup::parent_exists(&ctx.cgroup.name)?,
             "{option} {value}: a cgroup was created"
         );
+        ctx.nothing_under_root()?;
     }
     Ok(())
+}
+
+fn online_cpus() -> u64 {
+    sysconf(SysconfVar::_NPROCESSORS_ONLN)
+        .ok()
+        .flatten()
+        .unwrap_or(1) as u64
+}
+
+fn page_size() -> u64 {
+    sysconf(SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64
 }

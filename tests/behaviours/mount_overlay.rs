@@ -2,11 +2,13 @@
 //! and a minimal /dev, /proc and /sys; nothing left behind.
 
 use anyhow::{Result, ensure};
-use ferry_tests::host;
+use ferry_tests::scratch::Scratch;
+use ferry_tests::{host, rootfs};
 use nix::sys::signal::Signal;
 
 use crate::check::{
-    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, process_named, same_tree, snapshot,
+    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree,
+    snapshot,
 };
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
@@ -54,6 +56,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: sys_is_read_only,
     },
     Behaviour {
+        name: "paths_may_hold_overlay_separators",
+        since: 3,
+        kind: Feature,
+        check: paths_may_hold_overlay_separators,
+    },
+    Behaviour {
         name: "rejects_rootfs_overlay_cannot_stack_on",
         since: 3,
         kind: Feature,
@@ -70,6 +78,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 3,
         kind: RejectedBefore,
         check: rejects_root_inside_rootfs,
+    },
+    Behaviour {
+        name: "rejects_root_through_a_symlink_into_rootfs",
+        since: 3,
+        kind: RejectedBefore,
+        check: rejects_root_through_a_symlink_into_rootfs,
     },
 ];
 
@@ -221,6 +235,32 @@ fn sys_is_read_only(ctx: &Ctx) -> Result<()> {
     )
 }
 
+/// overlayfs's mount options use ',' between options and ':' between lower
+/// layers: a ROOTFS and a --root whose names hold them (and the '\\' that
+/// escapes them) work like any other.
+fn paths_may_hold_overlay_separators(ctx: &Ctx) -> Result<()> {
+    let odd = Scratch::new("odd")?;
+    let (rootfs, root) = (odd.join(r"root:fs,a\b"), odd.join(r"state:b,c\d"));
+    rootfs::copy(&ctx.rootfs, &rootfs)?;
+    let root = root.to_str().expect("scratch paths are UTF-8");
+    let outcome = leaves_mounts_alone(|| {
+        ctx.run_with_rootfs(
+            &rootfs,
+            &["--root", root],
+            &["/bin/sh", "-c", "echo hi > /new; cat /new"],
+        )
+        .output()
+    })?;
+    expect(&outcome, 0, "hi\n", "")?;
+    ensure!(
+        !rootfs.join("new").exists(),
+        "the container wrote into ROOTFS"
+    );
+    let left = listing(root.as_ref())?;
+    ensure!(left.is_empty(), "left under --root: {left}");
+    Ok(())
+}
+
 /// procfs cannot be an overlay's lower layer: a clear error, and nothing
 /// mounted or left under --root.
 fn rejects_rootfs_overlay_cannot_stack_on(ctx: &Ctx) -> Result<()> {
@@ -247,4 +287,21 @@ fn rejects_root_inside_rootfs(ctx: &Ctx) -> Result<()> {
     let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
     expect_error(&outcome, 125, "inside")?;
     same_tree(&before, &snapshot(&ctx.rootfs)?)
+}
+
+/// `--root LINK/state`, where LINK points into ROOTFS, also reached through
+/// a directory that does not exist yet and `..`: refused before anything is
+/// created, so ROOTFS gains no `state` directory.
+fn rejects_root_through_a_symlink_into_rootfs(ctx: &Ctx) -> Result<()> {
+    let links = Scratch::new("links")?;
+    std::os::unix::fs::symlink(&ctx.rootfs, links.join("link"))?;
+    let before = snapshot(&ctx.rootfs)?;
+    for root in ["link/state", "missing/../link/state"] {
+        let root = links.join(root);
+        let root = root.to_str().expect("scratch paths are UTF-8");
+        let outcome = leaves_mounts_alone(|| ctx.run(&["--root", root], &["true"]).output())?;
+        expect_error(&outcome, 125, "inside")?;
+        same_tree(&before, &snapshot(&ctx.rootfs)?)?;
+    }
+    Ok(())
 }

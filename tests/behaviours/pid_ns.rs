@@ -104,15 +104,14 @@ fn gets_new_namespaces(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Any name RFC 1123 allows, up to the kernel's 64 bytes.
 fn sets_hostname(ctx: &Ctx) -> Result<()> {
     let before = host::hostname()?;
-    expect(
-        &ctx.run(&["--hostname", "ferry-box"], &["hostname"])
-            .output()?,
-        0,
-        "ferry-box\n",
-        "",
-    )?;
+    let longest = format!("{}.{}", "a".repeat(31), "b".repeat(32));
+    for name in ["ferry-box", &longest] {
+        let outcome = ctx.run(&["--hostname", name], &["hostname"]).output()?;
+        expect(&outcome, 0, &format!("{name}\n"), "")?;
+    }
     ensure!(host::hostname()? == before, "the host's hostname changed");
     Ok(())
 }
@@ -161,7 +160,9 @@ fn dies_with_its_runtime(ctx: &Ctx) -> Result<()> {
 }
 
 fn rejects_bad_hostname(ctx: &Ctx) -> Result<()> {
-    for bad in ["", &"x".repeat(65), "has/slash"] {
+    // 65 bytes; one label of 64 characters (RFC 1123 allows 63).
+    let (too_long, label_too_long) = ("x.".repeat(32) + "x", "x".repeat(64));
+    for bad in ["", &too_long, &label_too_long, "has/slash", "dash-", "a..b"] {
         let outcome = leaves_mounts_alone(|| ctx.run(&["--hostname", bad], &["true"]).output())?;
         expect_error(&outcome, 125, "hostname")?;
     }

@@ -71,6 +71,66 @@ pub fn cpu_usage(pid: i32) -> Result<Duration> {
     bail!("no CPU accounting in the cgroups of pid {pid}")
 }
 
+/// The limits a process's cgroups hold, as the kernel shows them, v1 or v2;
+/// `None` where there is no limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// CPU time, in microseconds per period: (quota, period).
+    pub cpu: Option<(u64, u64)>,
+    pub pids: Option<u64>,
+}
+
+pub fn limits_of(pid: i32) -> Result<Limits> {
+    let dirs = dirs_of(pid)?;
+    // The first of the process's cgroup directories that has the file.
+    let read = |file: &str| -> Option<String> {
+        dirs.iter()
+            .find_map(|dir| fs::read_to_string(dir.join(file)).ok())
+            .map(|text| text.trim().to_owned())
+    };
+    let number = |text: &str| -> Result<u64> {
+        text.parse()
+            .with_context(|| format!("a number in a cgroup file, not {text:?}"))
+    };
+    let memory = match (read("memory.max"), read("memory.limit_in_bytes")) {
+        (Some(max), _) if max == "max" => None,
+        (Some(max), _) => Some(number(&max)?),
+        // v1 shows "no limit" as the largest number of whole pages.
+        (None, Some(limit)) => Some(number(&limit)?).filter(|&bytes| bytes < v1_no_memory_limit()),
+        (None, None) => bail!("no memory controller in the cgroups of pid {pid}"),
+    };
+    let cpu = match (read("cpu.max"), read("cpu.cfs_quota_us")) {
+        (Some(max), _) => match max.split_once(' ') {
+            Some(("max", _)) => None,
+            Some((quota, period)) => Some((number(quota)?, number(period)?)),
+            None => bail!("cpu.max of pid {pid} reads {max:?}"),
+        },
+        (None, Some(quota)) if quota == "-1" => None,
+        (None, Some(quota)) => {
+            let period = read("cpu.cfs_period_us").context("no cpu.cfs_period_us")?;
+            Some((number(&quota)?, number(&period)?))
+        }
+        (None, None) => bail!("no cpu controller in the cgroups of pid {pid}"),
+    };
+    let pids = match read("pids.max") {
+        Some(max) if max == "max" => None,
+        Some(max) => Some(number(&max)?),
+        None => bail!("no pids controller in the cgroups of pid {pid}"),
+    };
+    Ok(Limits { memory, cpu, pids })
+}
+
+/// PAGE_COUNTER_MAX in bytes: i64::MAX rounded down to whole pages.
+fn v1_no_memory_limit() -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    i64::MAX as u64 / page * page
+}
+
 /// A parent cgroup name for one test: the runtime creates it in each
 /// hierarchy, and dropping this removes it again. Only ever a directory
 /// this test's runtime made, never one of the host's.

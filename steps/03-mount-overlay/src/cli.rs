@@ -52,10 +52,12 @@ pub struct RunArgs {
 }
 // ANCHOR_END: run_args
 
-/// A hostname as RFC 1123 allows it, within the kernel's limit of 64 bytes.
+/// A hostname as RFC 1123 allows it: labels of 1 to 63 characters, within
+/// the kernel's limit of 64 bytes for the whole name (sethostname(2) says
+/// EINVAL beyond it).
 fn hostname(name: &str) -> Result<String, String> {
     let label_ok = |label: &str| {
-        !label.is_empty()
+        (1..=63).contains(&label.len())
             && !label.starts_with('-')
             && !label.ends_with('-')
             && label
@@ -65,7 +67,11 @@ fn hostname(name: &str) -> Result<String, String> {
     if name.len() <= 64 && name.split('.').all(label_ok) {
         Ok(name.to_owned())
     } else {
-        Err("a hostname is 1 to 64 letters, digits and '-', in labels separated by '.'".to_owned())
+        Err(
+            "a hostname is at most 64 bytes: labels of 1 to 63 letters, digits and '-', \
+             separated by '.'"
+                .to_owned(),
+        )
     }
 }
 

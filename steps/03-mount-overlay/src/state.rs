@@ -4,7 +4,7 @@
 //! which the parent does on every way out of `run`, success or error.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::statfs::{OVERLAYFS_SUPER_MAGIC, statfs};
@@ -61,18 +61,18 @@ impl Drop for ContainerDir {
 
 /// `--root` must be creatable, outside ROOTFS, and not on overlayfs.
 fn check_root(root: &Path, rootfs: &Path) -> Result<PathBuf> {
-    let absolute =
-        std::path::absolute(root).with_context(|| format!("--root {}", root.display()))?;
+    let resolved = resolve(root).with_context(|| format!("--root {}", root.display()))?;
     // Checked before anything is created, so that a bad --root leaves no
-    // directory inside ROOTFS behind.
+    // directory inside ROOTFS behind, also when a symlink leads there.
     ensure!(
-        !absolute.starts_with(rootfs),
+        !resolved.starts_with(rootfs),
         "--root {} is inside ROOTFS {}: the container's writable layer cannot live in its own image",
         root.display(),
         rootfs.display()
     );
-    fs::create_dir_all(&absolute).with_context(|| format!("create --root {}", root.display()))?;
-    let root = fs::canonicalize(&absolute).with_context(|| format!("--root {}", root.display()))?;
+    // The resolved path, not the one given: what was checked is what is made.
+    fs::create_dir_all(&resolved).with_context(|| format!("create --root {}", root.display()))?;
+    let root = fs::canonicalize(&resolved).with_context(|| format!("--root {}", root.display()))?;
     ensure!(
         !root.starts_with(rootfs),
         "--root {} is inside ROOTFS {}",
@@ -88,4 +88,28 @@ fn check_root(root: &Path, rootfs: &Path) -> Result<PathBuf> {
         );
     }
     Ok(root)
+}
+
+/// Where `path` leads before any of it is created: the part that exists
+/// resolved as the kernel would (symlinks, `..`), the rest appended as the
+/// plain directories that `create_dir_all` would make.
+fn resolve(path: &Path) -> std::io::Result<PathBuf> {
+    let mut resolved = PathBuf::from("/");
+    for component in std::path::absolute(path)?.components() {
+        match component {
+            Component::Normal(name) => {
+                resolved.push(name);
+                if resolved.symlink_metadata().is_ok() {
+                    resolved = fs::canonicalize(&resolved)?;
+                }
+            }
+            // `resolved` is canonical up to a name that does not exist yet,
+            // so its parent is the real one.
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(resolved)
 }

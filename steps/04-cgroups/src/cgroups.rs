@@ -29,15 +29,13 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::Pid;
 
-use crate::limits::Limits;
+use crate::limits::{CPU_PERIOD, Limits};
 
 const MOUNT: &str = "/sys/fs/cgroup";
 /// v1: the controllers ferry uses; cpuacct is the CPU time accounting.
 const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
 /// v2: what the parent cgroup must pass on to the containers' cgroups.
 const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
-/// The CPU period, in microseconds: `--cpus 0.5` is 50 ms of every 100 ms.
-const CPU_PERIOD: u64 = 100_000;
 
 // ANCHOR: layout
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +116,7 @@ impl Cgroup {
             }
         }
         if let Some(cpus) = limits.cpus {
-            write(dir, "cpu.max", format!("{} {CPU_PERIOD}", quota(cpus)))?;
+            write(dir, "cpu.max", format!("{} {CPU_PERIOD}", cpus.quota()))?;
         }
         if let Some(pids) = limits.pids_limit {
             write(dir, "pids.max", pids)?;
@@ -140,7 +138,7 @@ impl Cgroup {
         }
         if let Some(cpus) = limits.cpus {
             write(dir("cpu"), "cpu.cfs_period_us", CPU_PERIOD)?;
-            write(dir("cpu"), "cpu.cfs_quota_us", quota(cpus))?;
+            write(dir("cpu"), "cpu.cfs_quota_us", cpus.quota())?;
         }
         if let Some(pids) = limits.pids_limit {
             write(dir("pids"), "pids.max", pids)?;
@@ -305,10 +303,6 @@ fn create_parent(parent: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-fn quota(cpus: f64) -> u64 {
-    (cpus * CPU_PERIOD as f64).round() as u64
 }
 
 fn write(dir: impl AsRef<Path>, file: &str, value: impl ToString) -> Result<()> {

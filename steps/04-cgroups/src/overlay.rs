@@ -9,6 +9,8 @@
 //!   lower     ROOTFS, never written
 //! ```
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 
 use anyhow::Result;
@@ -19,19 +21,19 @@ use crate::state::ContainerDir;
 
 // ANCHOR: mount_overlay
 pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
-    let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        rootfs.display(),
-        dir.upper().display(),
-        dir.work().display()
-    );
+    let mut options = OsString::from("lowerdir=");
+    options.push(escape(rootfs));
+    options.push(",upperdir=");
+    options.push(escape(&dir.upper()));
+    options.push(",workdir=");
+    options.push(escape(&dir.work()));
     let merged = dir.merged();
     mount(
         Some("overlay"),
         &merged,
         Some("overlay"),
         MsFlags::empty(),
-        Some(options.as_str()),
+        Some(options.as_os_str()),
     )
     .map_err(|errno| {
         // The kernel explains an EINVAL only in its log: a lower layer it
@@ -49,3 +51,19 @@ pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
     })
 }
 // ANCHOR_END: mount_overlay
+
+// ANCHOR: escape
+/// overlayfs reads ',' as the end of an option and ':' as the end of a
+/// lower layer, unless a '\' comes before them; it then drops the '\'.
+/// Without this, ROOTFS `/srv/a:b` would be two layers, `/srv/a` and `b`.
+fn escape(path: &Path) -> OsString {
+    let mut escaped = Vec::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if matches!(byte, b'\\' | b':' | b',') {
+            escaped.push(b'\\');
+        }
+        escaped.push(byte);
+    }
+    OsString::from_vec(escaped)
+}
+// ANCHOR_END: escape
