@@ -9,6 +9,7 @@ use ferry_tests::cgroup;
 use nix::unistd::{SysconfVar, sysconf};
 
 use crate::check::{Ctx, expect, expect_error, process_named};
+use crate::mount_overlay::kill_runtime_mid_run;
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -53,6 +54,30 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 4,
         kind: Feature,
         check: pids_limit_as_docker_reads_it,
+    },
+    Behaviour {
+        name: "oom_of_another_process_is_a_warning",
+        since: 4,
+        kind: Feature,
+        check: oom_of_another_process_is_a_warning,
+    },
+    Behaviour {
+        name: "sees_its_own_cgroup_as_the_root",
+        since: 4,
+        kind: Feature,
+        check: sees_its_own_cgroup_as_the_root,
+    },
+    Behaviour {
+        name: "reads_its_limits_in_sys_fs_cgroup",
+        since: 4,
+        kind: Feature,
+        check: reads_its_limits_in_sys_fs_cgroup,
+    },
+    Behaviour {
+        name: "removes_the_cgroup_a_dead_runtime_left",
+        since: 4,
+        kind: Feature,
+        check: removes_the_cgroup_a_dead_runtime_left,
     },
     Behaviour {
         name: "rejects_bad_limits",
@@ -251,4 +276,85 @@ fn page_size() -> u64 {
         .ok()
         .flatten()
         .unwrap_or(4096) as u64
+}
+
+/// The cgroup of a container whose runtime was killed with `kill -9` is
+/// removed by the next runtime, with its folder under --root.
+fn removes_the_cgroup_a_dead_runtime_left(ctx: &Ctx) -> Result<()> {
+    kill_runtime_mid_run(ctx)?;
+    let left = ctx.cgroup.leaves();
+    ensure!(
+        !left.is_empty(),
+        "the dead runtime left no cgroup to remove"
+    );
+    expect(&ctx.run(&[], &["true"]).output()?, 0, "", "")?;
+    let still: Vec<_> = left.iter().filter(|dir| dir.exists()).collect();
+    ensure!(
+        still.is_empty(),
+        "cgroups left by the dead runtime: {still:?}"
+    );
+    ctx.nothing_under_root()
+}
+
+/// Status 137 is an out-of-memory kill of the container only when its first
+/// process died of SIGKILL and the cgroup counted an OOM kill. A shell that
+/// lost a subshell to the OOM killer and then exits 137 itself gets its
+/// status and a warning; a plain `exit 137` gets nothing added.
+fn oom_of_another_process_is_a_warning(ctx: &Ctx) -> Result<()> {
+    let script = format!("( {HOLD_64_MIB} ); exit $?");
+    let outcome = ctx.sh(&["--memory", "32m"], &script)?;
+    let last = outcome.stderr.lines().last().unwrap_or_default();
+    ensure!(
+        outcome.status == 137
+            && outcome.stdout.is_empty()
+            && last.starts_with("warning: the out-of-memory killer ended ")
+            && last.ends_with(" in the container (limit 32 MiB)")
+            && !outcome.stderr.contains("error:"),
+        "expected status 137 and a warning naming the out-of-memory kill; got\n{outcome}"
+    );
+    expect(&ctx.sh(&["--memory", "32m"], "exit 137")?, 137, "", "")
+}
+
+/// Inside, the container's cgroup is the root of the cgroup tree it sees
+/// (a cgroup namespace): /proc/self/cgroup names no host path, though the
+/// host sees it in a cgroup under the parent.
+fn sees_its_own_cgroup_as_the_root(ctx: &Ctx) -> Result<()> {
+    let running = ctx
+        .run(
+            &[],
+            &["/bin/sh", "-c", "cat /proc/self/cgroup; read line || true"],
+        )
+        .hold_stdin()
+        .spawn()?;
+    let shell = process_named(&running, "sh")?;
+    let parent = format!("/{}/", ctx.cgroup.name);
+    let placed = cgroup::dirs_of(shell)?
+        .iter()
+        .any(|dir| dir.to_string_lossy().contains(&parent));
+    let outcome = running.finish()?;
+    ensure!(placed, "the container is in no cgroup under {parent}");
+    let paths: Vec<&str> = outcome
+        .stdout
+        .lines()
+        .filter_map(|l| l.rsplit(':').next())
+        .collect();
+    ensure!(
+        outcome.status == 0 && !paths.is_empty() && paths.iter().all(|path| *path == "/"),
+        "expected every line of /proc/self/cgroup to end in \":/\"; got\n{outcome}"
+    );
+    Ok(())
+}
+
+/// Programs read their limits where Docker puts them: the container's own
+/// cgroup, mounted read-only at /sys/fs/cgroup (v2: memory.max; v1: one
+/// directory per hierarchy).
+fn reads_its_limits_in_sys_fs_cgroup(ctx: &Ctx) -> Result<()> {
+    let script = "cat /sys/fs/cgroup/memory.max 2>/dev/null \
+        || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; mkdir /sys/fs/cgroup/ferry";
+    expect(
+        &ctx.sh(&["--memory", "64m"], script)?,
+        1,
+        "67108864\n",
+        "mkdir: can't create directory '/sys/fs/cgroup/ferry': Read-only file system\n",
+    )
 }

@@ -1,7 +1,11 @@
 //! Step 03 behaviours: an overlay root of the container's own, pivot_root,
 //! and a minimal /dev, /proc and /sys; nothing left behind.
 
+use std::fs;
+use std::time::Duration;
+
 use anyhow::{Result, ensure};
+use ferry_tests::run::wait_until;
 use ferry_tests::scratch::Scratch;
 use ferry_tests::{host, rootfs};
 use nix::sys::signal::Signal;
@@ -54,6 +58,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 3,
         kind: Feature,
         check: sys_is_read_only,
+    },
+    Behaviour {
+        name: "removes_what_a_dead_runtime_left",
+        since: 3,
+        kind: Feature,
+        check: removes_what_a_dead_runtime_left,
     },
     Behaviour {
         name: "paths_may_hold_overlay_separators",
@@ -192,6 +202,8 @@ fn mount_table_is_its_own(ctx: &Ctx) -> Result<()> {
         .stdout
         .lines()
         .filter(|line| *line != "ready")
+        // From step 04, the container's cgroups (its own behaviour checks them).
+        .filter(|line| !line.starts_with("/sys/fs/cgroup"))
         .collect();
     mounts.sort();
     let expected = [
@@ -303,5 +315,43 @@ fn rejects_root_through_a_symlink_into_rootfs(ctx: &Ctx) -> Result<()> {
         expect_error(&outcome, 125, "inside")?;
         same_tree(&before, &snapshot(&ctx.rootfs)?)?;
     }
+    Ok(())
+}
+
+/// Starts a container, kills its runtime with SIGKILL, and waits until the
+/// container has died with it. Returns the container's process id.
+pub fn kill_runtime_mid_run(ctx: &Ctx) -> Result<i32> {
+    let mut running = ctx
+        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    let sleep = process_named(&running, "sleep")?;
+    host::signal(running.pid(), Signal::SIGKILL)?;
+    wait_until(
+        "the container's end after its runtime's",
+        Duration::from_secs(10),
+        || host::has_ended(sleep).then_some(()),
+    )?;
+    Ok(sleep)
+}
+
+/// A runtime killed with `kill -9` cleans up nothing; the next one to run
+/// removes the folder it left under --root, and only that.
+fn removes_what_a_dead_runtime_left(ctx: &Ctx) -> Result<()> {
+    let other = ctx.state.join("not-a-container");
+    fs::create_dir(&other)?;
+    kill_runtime_mid_run(ctx)?;
+    let left = listing(ctx.state.path())?;
+    ensure!(
+        left.lines().count() == 2,
+        "expected the dead runtime's folder beside not-a-container, found:\n{left}"
+    );
+    expect(&ctx.run(&[], &["true"]).output()?, 0, "", "")?;
+    ensure!(
+        listing(ctx.state.path())? == "not-a-container\n",
+        "left under --root: {}",
+        listing(ctx.state.path())?
+    );
+    fs::remove_dir(&other)?;
     Ok(())
 }

@@ -153,29 +153,36 @@ impl Default for Parent {
     }
 }
 
+impl Parent {
+    /// The containers' cgroups under this parent, in every hierarchy.
+    pub fn leaves(&self) -> Vec<PathBuf> {
+        mounts()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(point, _)| fs::read_dir(point.join(&self.name)).ok())
+            .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
+            .filter(|path| path.is_dir())
+            .collect()
+    }
+}
+
 impl Drop for Parent {
     fn drop(&mut self) {
+        // A test that failed while its container ran killed the runtime
+        // before it could remove the container's cgroup: do it here.
+        for leaf in self.leaves() {
+            if let Err(error) = remove_leaf(&leaf) {
+                eprintln!(
+                    "warning: could not remove cgroup {}: {error:#}",
+                    leaf.display()
+                );
+            }
+        }
         for (point, _) in mounts().unwrap_or_default() {
             let parent = point.join(&self.name);
-            if !parent.exists() {
-                continue;
-            }
-            // A test that failed while its container ran killed the runtime
-            // before it could remove the container's cgroup: do it here.
-            let leaves = fs::read_dir(&parent)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|entry| entry.path());
-            for leaf in leaves.filter(|path| path.is_dir()) {
-                if let Err(error) = remove_leaf(&leaf) {
-                    eprintln!(
-                        "warning: could not remove cgroup {}: {error:#}",
-                        leaf.display()
-                    );
-                }
-            }
-            if let Err(error) = fs::remove_dir(&parent) {
+            if parent.exists()
+                && let Err(error) = fs::remove_dir(&parent)
+            {
                 eprintln!(
                     "warning: could not remove cgroup {}: {error}",
                     parent.display()

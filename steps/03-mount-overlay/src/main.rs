@@ -62,6 +62,8 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     let command = Command::new(args.command)?;
     // Removed when `dir` is dropped: on return from here, whatever happened.
     let dir = ContainerDir::create(&args.root, &id, &rootfs)?;
+    // What runtimes killed with `kill -9` left is ours to remove.
+    dir.remove_left_behind()?;
     let handoff = Handoff::new()?;
     // Given back to the caller's shell when this is dropped, on every way out.
     let _terminal = terminal::Foreground::save();

@@ -1,25 +1,18 @@
 //! Control groups: limits on what the container's processes may use.
 //!
 //! A cgroup is a directory in a special filesystem. Its files are the
-//! limits (`memory.max`) and the accounting (`cpu.stat`); writing a pid to
-//! its `cgroup.procs` moves that process in, and every child the process
-//! forks starts in the same cgroup. There are two versions, and a host may
-//! mount either, or both:
-//!
-//! ```text
-//!  v2, unified (most hosts today)       v1, one tree per controller
-//!  /sys/fs/cgroup/                      /sys/fs/cgroup/memory/ferry/ID/memory.limit_in_bytes
-//!  ├─ cgroup.subtree_control            /sys/fs/cgroup/cpu/ferry/ID/cpu.cfs_quota_us
-//!  └─ ferry/        (no processes)      /sys/fs/cgroup/cpuacct/ferry/ID/cpuacct.usage
-//!     ├─ cgroup.subtree_control         /sys/fs/cgroup/pids/ferry/ID/pids.max
-//!     └─ ID/         memory.max  cpu.max  pids.max  cgroup.procs
-//! ```
-//!
-//! A hybrid host mounts the v1 trees for the controllers and a v2 tree
-//! beside them (at `unified/`) with no controllers in it: ferry uses v1
-//! there.
+//! limits (`memory.max`) and the accounting (`cpu.stat`), and every child a
+//! member forks starts in the same cgroup. There are two versions, and a
+//! host mounts one of them or both:
+//! - v2, unified, on most hosts today: one tree (`v2.rs`);
+//! - v1, one tree per hierarchy (`v1.rs`); a *hybrid* host mounts the v1
+//!   trees and an empty v2 tree beside them at `unified/`: ferry uses v1 there.
+
+mod v1;
+mod v2;
 
 use std::fs;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -29,22 +22,18 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
 use nix::unistd::Pid;
 
-use crate::limits::{CPU_PERIOD, Limits};
+use crate::limits::{Limits, show_bytes};
 
 const MOUNT: &str = "/sys/fs/cgroup";
-/// v1: the controllers ferry uses; cpuacct is the CPU time accounting.
-const V1_CONTROLLERS: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
-/// v2: what the parent cgroup must pass on to the containers' cgroups.
-const V2_CONTROLLERS: [&str; 3] = ["cpu", "memory", "pids"];
 
 // ANCHOR: layout
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// cgroup2 at /sys/fs/cgroup.
     Unified,
-    /// v1 controllers, and a cgroup2 at /sys/fs/cgroup/unified.
+    /// v1 hierarchies, and a cgroup2 at /sys/fs/cgroup/unified.
     Hybrid,
-    /// v1 controllers only.
+    /// v1 hierarchies only.
     Legacy,
 }
 
@@ -62,247 +51,164 @@ pub fn detect() -> Result<Layout> {
 }
 // ANCHOR_END: layout
 
-/// The container's cgroup: one directory on v2, one per controller on v1.
+/// The container's cgroup: one directory on v2, one per hierarchy on v1.
 /// Dropping it kills whatever is still inside and removes the directories.
 pub struct Cgroup {
     version: Version,
-    dirs: Vec<PathBuf>,
     memory: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Version {
-    V1,
-    V2,
+    V2(v2::Leaf),
+    V1(v1::Leaves),
 }
 
 impl Cgroup {
-    // ANCHOR: create
     /// Creates PARENT/ID with `limits` set, before any process is in it.
     pub fn create(parent: &str, id: &str, limits: &Limits) -> Result<Self> {
-        let (version, parents) = match detect()? {
-            Layout::Unified => (Version::V2, vec![v2_parent(parent)?]),
-            Layout::Hybrid | Layout::Legacy => (Version::V1, v1_parents(parent)?),
+        let version = match detect()? {
+            Layout::Unified => Version::V2(v2::Leaf::create(parent, id, limits)?),
+            Layout::Hybrid | Layout::Legacy => Version::V1(v1::Leaves::create(parent, id, limits)?),
         };
-        let mut cgroup = Self {
+        Ok(Self {
             version,
-            dirs: Vec::new(),
             memory: limits.memory,
-        };
-        // Pushed one by one, so that a failure half-way removes what was made.
-        for parent in parents {
-            let dir = parent.join(id);
-            fs::create_dir(&dir).with_context(|| format!("create cgroup {}", dir.display()))?;
-            cgroup.dirs.push(dir);
-        }
-        match version {
-            Version::V2 => cgroup.limit_v2(limits)?,
-            Version::V1 => cgroup.limit_v1(limits)?,
-        }
-        Ok(cgroup)
-    }
-    // ANCHOR_END: create
-
-    // ANCHOR: limit_v2
-    fn limit_v2(&self, limits: &Limits) -> Result<()> {
-        let dir = &self.dirs[0];
-        if let Some(bytes) = limits.memory {
-            write(dir, "memory.max", bytes)?;
-            // No swap beyond the limit, or it would only slow the container
-            // down before the same end. The file is missing when the
-            // kernel does not account swap.
-            if dir.join("memory.swap.max").exists() {
-                write(dir, "memory.swap.max", 0)?;
-            }
-        }
-        if let Some(cpus) = limits.cpus {
-            write(dir, "cpu.max", format!("{} {CPU_PERIOD}", cpus.quota()))?;
-        }
-        if let Some(pids) = limits.pids_limit {
-            write(dir, "pids.max", pids)?;
-        }
-        Ok(())
-    }
-    // ANCHOR_END: limit_v2
-
-    // ANCHOR: limit_v1
-    fn limit_v1(&self, limits: &Limits) -> Result<()> {
-        let dir = |controller: &str| self.dir_of(controller);
-        if let Some(bytes) = limits.memory {
-            write(dir("memory"), "memory.limit_in_bytes", bytes)?;
-            // memory+swap; it may not be set below memory.limit_in_bytes,
-            // so it comes second. Missing without swap accounting.
-            if dir("memory").join("memory.memsw.limit_in_bytes").exists() {
-                write(dir("memory"), "memory.memsw.limit_in_bytes", bytes)?;
-            }
-        }
-        if let Some(cpus) = limits.cpus {
-            write(dir("cpu"), "cpu.cfs_period_us", CPU_PERIOD)?;
-            write(dir("cpu"), "cpu.cfs_quota_us", cpus.quota())?;
-        }
-        if let Some(pids) = limits.pids_limit {
-            write(dir("pids"), "pids.max", pids)?;
-        }
-        Ok(())
-    }
-    // ANCHOR_END: limit_v1
-
-    /// v1 keeps one directory per controller, in V1_CONTROLLERS order.
-    fn dir_of(&self, controller: &str) -> &Path {
-        let at = V1_CONTROLLERS
-            .iter()
-            .position(|c| *c == controller)
-            .expect("a v1 controller");
-        &self.dirs[at]
+        })
     }
 
-    /// Moves `pid` into the cgroup, in every hierarchy.
-    pub fn add(&self, pid: Pid) -> Result<()> {
-        for dir in &self.dirs {
-            write(dir, "cgroup.procs", pid)?;
+    /// v2: the cgroup's directory, open, for clone3 to start the child in.
+    pub fn clone_into(&self) -> Option<BorrowedFd<'_>> {
+        match &self.version {
+            Version::V2(leaf) => Some(leaf.fd()),
+            Version::V1(_) => None,
         }
-        Ok(())
+    }
+
+    /// In the child, if it was not started in the cgroup: move itself in.
+    pub fn join(&self) -> Result<()> {
+        match &self.version {
+            Version::V2(leaf) => leaf.join(),
+            Version::V1(leaves) => leaves.join(),
+        }
+    }
+
+    /// In the container: the cgroup filesystem, read-only, at /sys/fs/cgroup.
+    pub fn mount_in_container(&self) -> Result<()> {
+        match &self.version {
+            Version::V2(_) => v2::mount_in_container(),
+            Version::V1(leaves) => leaves.mount_in_container(),
+        }
     }
 
     // ANCHOR: oom
-    /// An out-of-memory kill, if the kernel made one in this cgroup, as an
-    /// error that says so; counted by the cgroup itself, not guessed from
-    /// an exit status of 137 (which `kill -9` gives as well).
-    pub fn out_of_memory(&self) -> Result<Option<String>> {
-        let (dir, file) = match self.version {
-            Version::V2 => (self.dirs[0].as_path(), "memory.events"),
-            Version::V1 => (self.dir_of("memory"), "memory.oom_control"),
-        };
-        let path = dir.join(file);
-        let events =
-            fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        let kills = events
-            .lines()
-            .find_map(|line| line.strip_prefix("oom_kill "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let limit = self
-            .memory
-            .map_or("none".to_owned(), crate::limits::show_bytes);
-        Ok((kills > 0).then(|| format!("container killed: out of memory (limit {limit})")))
+    /// How many processes the kernel's out-of-memory killer ended in this
+    /// cgroup, as the cgroup itself counts them: a death by SIGKILL (137)
+    /// looks the same whether the OOM killer or someone's `kill -9` sent it.
+    pub fn oom_kills(&self) -> Result<u64> {
+        match &self.version {
+            Version::V2(leaf) => leaf.oom_kills(),
+            Version::V1(leaves) => leaves.oom_kills(),
+        }
+    }
+
+    /// The memory limit as a person reads it: "32 MiB".
+    pub fn memory_limit(&self) -> String {
+        self.memory.map_or("none".to_owned(), show_bytes)
     }
     // ANCHOR_END: oom
 
-    // ANCHOR: remove
-    /// Kills what is left in the cgroup, then removes it. A cgroup that still
-    /// holds a process cannot be removed (rmdir says EBUSY).
-    fn remove(&self) -> Result<()> {
-        let procs = self.dirs[0].join("cgroup.procs");
-        let kill_file = self.dirs[0].join("cgroup.kill");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let pids =
-                fs::read_to_string(&procs).with_context(|| format!("read {}", procs.display()))?;
-            if pids.trim().is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "processes still in {} after 5 s: {}",
-                    procs.display(),
-                    pids.trim()
-                );
-            }
-            if kill_file.exists() {
-                // v2 since Linux 5.14: one write kills every process inside.
-                fs::write(&kill_file, "1")
-                    .with_context(|| format!("write {}", kill_file.display()))?;
-            } else {
-                for pid in pids.lines().filter_map(|pid| pid.trim().parse().ok()) {
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-            }
-            // Poll: a killed process leaves the cgroup when it has exited.
-            thread::sleep(Duration::from_millis(1));
+    fn dirs(&self) -> Vec<&Path> {
+        match &self.version {
+            Version::V2(leaf) => vec![leaf.dir.as_path()],
+            Version::V1(leaves) => leaves.dirs.iter().map(PathBuf::as_path).collect(),
         }
-        for dir in &self.dirs {
-            fs::remove_dir(dir).with_context(|| format!("remove cgroup {}", dir.display()))?;
-        }
-        Ok(())
     }
-    // ANCHOR_END: remove
 }
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        if self.dirs.is_empty() {
-            return;
-        }
-        if let Err(error) = self.remove() {
-            eprintln!("error: {error:#}");
+        for dir in self.dirs() {
+            if let Err(error) = remove(dir) {
+                eprintln!("error: {error:#}");
+            }
         }
     }
 }
 
-// ANCHOR: v2_parent
-/// v2: the parent cgroup holds no processes, only the containers' cgroups,
-/// and hands them the controllers. The "no internal processes" rule: a
-/// cgroup with processes of its own cannot enable controllers for its
-/// children, so containers are leaves under a parent that is empty.
-fn v2_parent(name: &str) -> Result<PathBuf> {
-    let parent = Path::new(MOUNT).join(name);
-    create_parent(&parent)?;
-    let offered = fs::read_to_string(parent.join("cgroup.controllers"))
-        .with_context(|| format!("read {}/cgroup.controllers", parent.display()))?;
-    for controller in V2_CONTROLLERS {
-        if !offered.split_whitespace().any(|c| c == controller) {
-            bail!(
-                "the {controller} controller is not available in {}: \
-                 enable it in {MOUNT}/cgroup.subtree_control",
-                parent.display()
-            );
-        }
-    }
-    let enable: Vec<String> = V2_CONTROLLERS.iter().map(|c| format!("+{c}")).collect();
-    write(&parent, "cgroup.subtree_control", enable.join(" "))?;
-    Ok(parent)
-}
-// ANCHOR_END: v2_parent
-
-/// v1: the parent in each controller's hierarchy, wherever it is mounted.
-fn v1_parents(name: &str) -> Result<Vec<PathBuf>> {
+/// Removes the cgroup a runtime that died left under PARENT (`id`), in
+/// whichever layout this host has.
+pub fn remove_left_behind(parent: &str, id: &str) -> Result<()> {
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    V1_CONTROLLERS
-        .iter()
-        .map(|controller| {
-            let Some(mount) = v1_mount(&mountinfo, controller) else {
-                bail!("the {controller} controller is not mounted in any cgroup v1 hierarchy");
-            };
-            let parent = mount.join(name);
-            create_parent(&parent)?;
-            Ok(parent)
-        })
-        .collect()
-}
-
-/// Where the v1 hierarchy with `controller` is mounted: a mountinfo line
-/// `… /sys/fs/cgroup/cpu,cpuacct … - cgroup cgroup rw,cpu,cpuacct`.
-fn v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (mount, filesystem) = line.split_once(" - ")?;
-        let mut fields = filesystem.split(' '); // type, source, options
-        let (kind, options) = (fields.next()?, fields.nth(1)?);
-        if kind != "cgroup" || !options.split(',').any(|option| option == controller) {
-            return None;
+    for line in mountinfo.lines() {
+        let Some((mount, filesystem)) = line.split_once(" - ") else {
+            continue;
+        };
+        let is_cgroup = matches!(filesystem.split(' ').next(), Some("cgroup" | "cgroup2"));
+        let Some(point) = mount.split(' ').nth(4).filter(|_| is_cgroup) else {
+            continue;
+        };
+        let dir = Path::new(point).join(parent).join(id);
+        if dir.exists() {
+            remove(&dir)?;
         }
-        Some(PathBuf::from(mount.split(' ').nth(4)?))
-    })
+    }
+    Ok(())
 }
 
-fn create_parent(parent: &Path) -> Result<()> {
-    match fs::create_dir(parent) {
-        // Another container made it first: fine, it is shared.
+// ANCHOR: remove
+/// Kills what is left in a cgroup, then removes it. A cgroup that still
+/// holds a process cannot be removed (rmdir says EBUSY).
+fn remove(dir: &Path) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    let kill_file = dir.join("cgroup.kill");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pids =
+            fs::read_to_string(&procs).with_context(|| format!("read {}", procs.display()))?;
+        if pids.trim().is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "processes still in {} after 5 s: {}",
+                procs.display(),
+                pids.trim()
+            );
+        }
+        if kill_file.exists() {
+            // v2 since Linux 5.14: one write kills every process inside.
+            write(dir, "cgroup.kill", 1)?;
+        } else {
+            for pid in pids.lines().filter_map(|pid| pid.trim().parse().ok()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        // Poll: a killed process leaves the cgroup when it has exited.
+        thread::sleep(Duration::from_millis(1));
+    }
+    fs::remove_dir(dir).with_context(|| format!("remove cgroup {}", dir.display()))
+}
+// ANCHOR_END: remove
+
+/// A parent cgroup, shared by every container under it: made by the first.
+fn create_shared(dir: &Path) -> Result<()> {
+    match fs::create_dir(dir) {
         Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => {
-            Err(error).with_context(|| format!("create cgroup {}", parent.display()))
+            Err(error).with_context(|| format!("create cgroup {}", dir.display()))
         }
         _ => Ok(()),
     }
+}
+
+/// The number on the line `KEY N` of a flat-keyed cgroup file.
+fn read_count(path: &Path, key: &str) -> Result<u64> {
+    let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0))
 }
 
 fn write(dir: impl AsRef<Path>, file: &str, value: impl ToString) -> Result<()> {

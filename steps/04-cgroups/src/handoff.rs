@@ -1,11 +1,6 @@
-//! How the child and the parent coordinate: two pipes.
+//! How the child tells the parent that it could not become the container.
 //!
-//! Release, parent to child: the child waits until the parent has moved it
-//! into its cgroup, so that not one instruction of the command runs before
-//! its limits apply. (A child cannot move itself before it exists, and the
-//! parent cannot move it before clone returns: hence the wait.)
-//!
-//! Exec status, child to parent: after fork, the child's errors are no longer the parent's: they happen in
+//! After fork, the child's errors are no longer the parent's: they happen in
 //! another process. So the child writes its exit status and message into a
 //! pipe opened with O_CLOEXEC. A successful exec closes that pipe with nothing
 //! written, and the parent reads end-of-file; a failure leaves the message.
@@ -15,56 +10,23 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::unistd::{close, pipe2, read, write};
+use nix::unistd::{close, pipe2, write};
 
 use crate::exit::{self, Failure};
 
 pub struct Handoff {
     read: OwnedFd,
     write: OwnedFd,
-    release_read: OwnedFd,
-    release_write: OwnedFd,
 }
 
 impl Handoff {
     pub fn new() -> Result<Self> {
         let (read, write) = pipe2(OFlag::O_CLOEXEC).context("create the exec-status pipe")?;
-        let (release_read, release_write) =
-            pipe2(OFlag::O_CLOEXEC).context("create the release pipe")?;
-        Ok(Self {
-            read,
-            write,
-            release_read,
-            release_write,
-        })
+        Ok(Self { read, write })
     }
-
-    // ANCHOR: release
-    /// Child side: wait until the parent says the container may start.
-    pub fn wait_for_release(&self) -> Result<()> {
-        // Close our copy of the release pipe's write end: if the parent dies
-        // before releasing us, we read end-of-file instead of waiting
-        // forever. (This copy of the Handoff is never dropped: the child
-        // execs or exits, so the descriptor is not closed twice.)
-        close(self.release_write.as_raw_fd()).context("close the release pipe")?;
-        let mut byte = [0u8];
-        let got = read(&self.release_read, &mut byte).context("wait for the release")?;
-        ensure!(
-            got == 1,
-            "the runtime went away before releasing the container"
-        );
-        Ok(())
-    }
-
-    /// Parent side: let the child go on.
-    pub fn release(&self) -> Result<()> {
-        write(&self.release_write, b"go").context("release the container")?;
-        Ok(())
-    }
-    // ANCHOR_END: release
 
     /// Child side: whether the runtime has already gone, before the child
     /// asked to die with it (the kernel sends no parent-death signal for a

@@ -32,14 +32,15 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, ensure};
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::waitpid;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, sethostname};
 
 use cgroups::Cgroup;
 use command::Command;
 use exit::Failure;
 use handoff::Handoff;
+use namespaces::{Born, Cloned};
 use state::ContainerDir;
 
 fn main() -> ExitCode {
@@ -69,14 +70,20 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     let command = Command::new(args.command)?;
     // Removed when `dir` is dropped: on return from here, whatever happened.
     let dir = ContainerDir::create(&args.root, &id, &rootfs)?;
+    // What runtimes killed with `kill -9` left is ours to remove.
+    for dead in dir.remove_left_behind()? {
+        cgroups::remove_left_behind(&args.cgroup_parent, &dead)?;
+    }
     // Removed when dropped too, after killing whatever is left inside.
     let cgroup = Cgroup::create(&args.cgroup_parent, &id, &args.limits)?;
     let handoff = Handoff::new()?;
     // Given back to the caller's shell when this is dropped, on every way out.
     let _terminal = terminal::Foreground::save();
     signals::ignore_terminal_interrupts()?;
-    let child = namespaces::clone_child(|| child(&rootfs, &dir, &hostname, &command, &handoff))?;
-    parent(child, &cgroup, handoff)
+    match namespaces::clone_child(cgroup.clone_into())? {
+        Cloned::Child(born) => child(born, &cgroup, &rootfs, &dir, &hostname, &command, &handoff),
+        Cloned::Parent(child) => parent(child, &cgroup, handoff),
+    }
 }
 // ANCHOR_END: run
 
@@ -85,19 +92,28 @@ fn run(args: cli::RunArgs) -> Result<u8> {
 /// then become COMMAND.
 /// Never returns: if anything fails, the parent is told why and the child exits.
 fn child(
+    born: Born,
+    cgroup: &Cgroup,
     rootfs: &Path,
     dir: &ContainerDir,
     hostname: &str,
     command: &Command,
     handoff: &Handoff,
 ) -> ! {
-    // Nothing runs until the parent has put us in our cgroup.
-    let failure = handoff
-        .wait_for_release()
+    let failure = join_cgroup(born, cgroup)
         .and_then(|()| die_with_runtime(handoff))
-        .and_then(|()| enter_container(rootfs, dir, hostname, command))
+        .and_then(|()| enter_container(cgroup, rootfs, dir, hostname, command))
         .unwrap_err();
     handoff.fail(&failure)
+}
+
+/// First of all, before anything of the command can run: into the cgroup,
+/// unless the kernel started us there.
+fn join_cgroup(born: Born, cgroup: &Cgroup) -> Result<()> {
+    match born {
+        Born::InCgroup => Ok(()),
+        Born::Outside => cgroup.join(),
+    }
 }
 
 /// The container must not outlive its runtime: nobody would wait for it.
@@ -111,6 +127,7 @@ fn die_with_runtime(handoff: &Handoff) -> Result<()> {
 }
 
 fn enter_container(
+    cgroup: &Cgroup,
     rootfs: &Path,
     dir: &ContainerDir,
     hostname: &str,
@@ -120,6 +137,8 @@ fn enter_container(
     // no descriptor but 0, 1 and 2.
     signals::restore_defaults()?;
     fds::close_on_exec_above_stdio()?;
+    // Our cgroup becomes the root of the cgroup tree we see.
+    namespaces::enter_cgroup_namespace()?;
     // Before any mount: our new mount namespace began as a copy of the
     // host's, still wired to it; cut the wires so nothing mounted here
     // shows up on the host.
@@ -130,37 +149,38 @@ fn enter_container(
     mounts::pivot_into(&dir.merged())?;
     mounts::mount_proc()?;
     mounts::mount_sys()?;
+    cgroup.mount_in_container()?;
     dev::mount_dev()?;
     command.exec()
 }
 // ANCHOR_END: child
 
 // ANCHOR: parent
-/// In the parent: put the child in its cgroup and release it, pass signals
-/// on, learn whether the exec worked, wait for the end.
+/// In the parent: pass signals on, learn whether the exec worked, wait for
+/// the end, and tell an out-of-memory kill from the command's own status.
 fn parent(child: Pid, cgroup: &Cgroup, handoff: Handoff) -> Result<u8> {
     signals::forward_to(child)?;
-    if let Err(error) = cgroup.add(child).and_then(|()| handoff.release()) {
-        // It is still waiting for its release: it has run nothing of COMMAND.
-        let _ = kill(child, Signal::SIGKILL);
-        let _ = waitpid(child, None);
-        return Err(error);
-    }
     let started = handoff.wait_for_exec();
     let status = waitpid(child, None).context("wait for the container")?;
     started?;
     let code = exit::code_of(status);
-    // 137 is death by SIGKILL: from the kernel's OOM killer, or from
-    // someone's `kill -9`? The cgroup counted its OOM kills.
-    if code == 137
-        && let Some(message) = cgroup.out_of_memory()?
-    {
+    let oom_kills = cgroup.oom_kills()?;
+    if oom_kills == 0 {
+        return Ok(code);
+    }
+    let limit = cgroup.memory_limit();
+    // The container is what the OOM killer ended only if it ended its first
+    // process: a shell can `exit 137` by itself after losing a child.
+    if matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _)) {
         return Err(Failure {
             status: code,
-            message,
+            message: format!("container killed: out of memory (limit {limit})"),
         }
         .into());
     }
+    eprintln!(
+        "warning: the out-of-memory killer ended {oom_kills} process(es) in the container (limit {limit})"
+    );
     Ok(code)
 }
 // ANCHOR_END: parent

@@ -4,19 +4,20 @@
 //! - PID: its own process numbers, starting at 1;
 //! - UTS: its own hostname;
 //! - IPC: its own System V shared memory, semaphores and message queues;
-//! - mount: its own mount table, so it can mount /proc without touching the host's.
+//! - mount: its own mount table, so it can mount /proc without touching the host's;
+//! - cgroup: its own cgroup as the root of the cgroup tree it sees.
 //!
-//! Why clone(2) and not unshare(2) then fork(2)? unshare moves the caller
+//! Why clone and not unshare(2) then fork(2)? unshare moves the caller
 //! into new namespaces, except for PID: a process never changes its own pid,
 //! so after unshare(CLONE_NEWPID) only the caller's *next child* becomes
 //! PID 1 of the new namespace. clone creates that child and its namespaces
 //! in one call.
 
-use std::convert::Infallible;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 use anyhow::{Context, Result};
-use nix::sched::{CloneFlags, clone};
-use nix::sys::signal::Signal;
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, unshare};
 use nix::unistd::Pid;
 
 // ANCHOR: flags
@@ -26,30 +27,106 @@ const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWNS);
 // ANCHOR_END: flags
 
-/// The child's stack. clone() without CLONE_VM gives the child a copy of our
-/// memory, this buffer included, and starts it on its own copy.
-const STACK_SIZE: usize = 1024 * 1024;
+/// Where the child starts: in its cgroup already, or where we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Born {
+    InCgroup,
+    Outside,
+}
+
+// ANCHOR: clone_args
+/// clone3(2)'s argument: a struct, so that new features are new fields.
+/// The kernel reads as many bytes as we say it has (88 here: "version 2",
+/// the one with `cgroup`, Linux 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Start the child in the cgroup that `CloneArgs::cgroup` names.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+// ANCHOR_END: clone_args
 
 // ANCHOR: clone
-/// Starts `child` as PID 1 of new namespaces and returns its pid (as the
-/// host numbers it). `child` must not return: it execs or exits.
-pub fn clone_child(child: impl FnMut() -> Infallible) -> Result<Pid> {
-    let mut child = child;
-    let mut stack = vec![0u8; STACK_SIZE];
-    // SIGCHLD: tell us when it ends, like a forked child, so waitpid works.
-    let signal = Some(Signal::SIGCHLD as i32);
-    // SAFETY: without CLONE_VM the child runs on its own copy of our memory,
-    // like a forked child; ferry has started no threads, so no lock is held
-    // by a thread that does not exist in the child. The callback never
-    // returns, so the child never unwinds into frames of the parent's stack.
-    unsafe {
-        clone(
-            Box::new(|| match child() {}),
-            &mut stack,
-            NAMESPACES,
-            signal,
+/// What clone returns, as fork does: in the parent, the child's pid as the
+/// host numbers it; in the child, where it was born.
+pub enum Cloned {
+    Parent(Pid),
+    Child(Born),
+}
+
+/// Clones a child as PID 1 of new namespaces, inside the cgroup `cgroup`
+/// (a v2 cgroup's open directory) where the kernel can.
+pub fn clone_child(cgroup: Option<BorrowedFd>) -> Result<Cloned> {
+    let (pid, born) = match cgroup.map(clone3_into) {
+        Some(Ok(pid)) => (pid, Born::InCgroup),
+        // Linux before 5.7 does not know CLONE_INTO_CGROUP (EINVAL, E2BIG),
+        // before 5.3 has no clone3 at all (ENOSYS): the child joins by itself.
+        None | Some(Err(Errno::EINVAL | Errno::E2BIG | Errno::ENOSYS)) => (clone()?, Born::Outside),
+        Some(Err(errno)) => {
+            return Err(errno).context("clone3 into new namespaces and the container's cgroup");
+        }
+    };
+    Ok(match pid {
+        0 => Cloned::Child(born),
+        pid => Cloned::Parent(Pid::from_raw(pid)),
+    })
+}
+
+/// clone3 with the cgroup: returns 0 in the child and its pid in the parent.
+fn clone3_into(cgroup: BorrowedFd) -> Result<libc::pid_t, Errno> {
+    let mut args = CloneArgs {
+        flags: NAMESPACES.bits() as u64 | CLONE_INTO_CGROUP,
+        // Tell us when it ends, like a forked child, so waitpid works.
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: with no CLONE_VM and no stack, clone3 works as fork(2) does:
+    // the child goes on from here on its own copy of our memory. ferry has
+    // started no threads, so no lock is held by a thread that would not
+    // exist in the child.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw mut args,
+            std::mem::size_of::<CloneArgs>(),
         )
-    }
-    .context("clone into new PID, UTS, IPC and mount namespaces")
+    };
+    Errno::result(pid).map(|pid| pid as libc::pid_t)
+}
+
+/// The classic clone(2), used as fork with flags (no new stack: the child
+/// goes on from here on its copy of ours).
+fn clone() -> Result<libc::pid_t> {
+    let flags = NAMESPACES.bits() as libc::c_long | libc::SIGCHLD as libc::c_long;
+    // SAFETY: as for clone3_into: a fork-like clone of a single-threaded
+    // process. The other arguments (stack, tids, tls) are unused and zero.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    Errno::result(pid)
+        .map(|pid| pid as libc::pid_t)
+        .context("clone into new PID, UTS, IPC and mount namespaces")
 }
 // ANCHOR_END: clone
+
+// ANCHOR: cgroup_namespace
+/// In the child, once it is in its cgroup: a cgroup namespace whose root is
+/// that cgroup. /proc/self/cgroup then says "/", not the host's path, and
+/// a cgroup filesystem mounted inside shows the container's cgroup as its
+/// root. (Not a clone flag: clone3 makes the namespace before it places the
+/// child, so its root would be the runtime's cgroup.)
+pub fn enter_cgroup_namespace() -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWCGROUP).context("unshare a cgroup namespace")
+}
+// ANCHOR_END: cgroup_namespace
