@@ -2,12 +2,13 @@
 //!
 //! `run ROOTFS COMMAND`: make a writable layer for the container under
 //! --root, and a cgroup with its limits; clone a child into new PID, UTS,
-//! IPC and mount namespaces, move it into the cgroup and release it; the
-//! child sets its hostname, mounts an overlay of its layer on ROOTFS,
-//! pivots into it and detaches the host's tree, mounts /proc, /sys and /dev,
-//! and executes COMMAND as PID 1; the parent waits, tells an out-of-memory
-//! kill apart, removes the cgroup and the layer, and leaves with the
-//! child's status.
+//! IPC and mount namespaces, inside the cgroup where the kernel can (v2),
+//! or it joins the cgroup as its first act (v1); the child enters a cgroup
+//! namespace, sets its hostname, mounts an overlay of its layer on ROOTFS,
+//! pivots into it and detaches the host's tree, mounts /proc, /sys, its
+//! cgroups and /dev, and executes COMMAND as PID 1; the parent waits, tells
+//! an out-of-memory kill apart, removes the cgroup and the layer, and
+//! leaves with the child's status.
 //! Read this file top to bottom: it is the sequence of what happens.
 
 mod cgroups;
