@@ -8,8 +8,7 @@ use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::cgroup;
 use nix::unistd::{SysconfVar, sysconf};
 
-use crate::check::{Ctx, expect, expect_error, process_named};
-use crate::mount_overlay::kill_runtime_mid_run;
+use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run, process_named};
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
 pub const BEHAVIOURS: &[Behaviour] = &[

@@ -6,13 +6,15 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferry_tests::rootfs;
-use ferry_tests::run::{Outcome, Run, Running};
+use ferry_tests::run::{Outcome, Run, Running, wait_until};
 use ferry_tests::scratch::Scratch;
 use ferry_tests::steps::Step;
 use ferry_tests::{cgroup, host};
+use nix::sys::signal::Signal;
 
 /// The step from which `run` takes `--root DIR`, where containers keep
 /// their writable layers.
@@ -173,6 +175,23 @@ pub fn process_named(running: &Running, name: &str) -> Result<i32> {
             .into_iter()
             .find(|&pid| host::command_name(pid).as_deref() == Some(name))
     })
+}
+
+/// Starts a container, kills its runtime with SIGKILL, and waits until the
+/// container has died with it. Returns the container's process id.
+pub fn kill_runtime_mid_run(ctx: &Ctx) -> Result<i32> {
+    let mut running = ctx
+        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    let sleep = process_named(&running, "sleep")?;
+    host::signal(running.pid(), Signal::SIGKILL)?;
+    wait_until(
+        "the container's end after its runtime's",
+        Duration::from_secs(10),
+        || host::has_ended(sleep).then_some(()),
+    )?;
+    Ok(sleep)
 }
 
 /// Runs `act` and checks that the host's mount table is the same afterwards.

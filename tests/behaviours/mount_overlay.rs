@@ -2,17 +2,15 @@
 //! and a minimal /dev, /proc and /sys; nothing left behind.
 
 use std::fs;
-use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use ferry_tests::run::wait_until;
 use ferry_tests::scratch::Scratch;
 use ferry_tests::{host, rootfs};
 use nix::sys::signal::Signal;
 
 use crate::check::{
-    Ctx, HostMarker, expect, expect_error, leaves_mounts_alone, listing, process_named, same_tree,
-    snapshot,
+    Ctx, HostMarker, expect, expect_error, kill_runtime_mid_run, leaves_mounts_alone, listing,
+    process_named, same_tree, snapshot,
 };
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
@@ -316,23 +314,6 @@ fn rejects_root_through_a_symlink_into_rootfs(ctx: &Ctx) -> Result<()> {
         same_tree(&before, &snapshot(&ctx.rootfs)?)?;
     }
     Ok(())
-}
-
-/// Starts a container, kills its runtime with SIGKILL, and waits until the
-/// container has died with it. Returns the container's process id.
-pub fn kill_runtime_mid_run(ctx: &Ctx) -> Result<i32> {
-    let mut running = ctx
-        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
-        .spawn()?;
-    running.wait_for_line("ready")?;
-    let sleep = process_named(&running, "sleep")?;
-    host::signal(running.pid(), Signal::SIGKILL)?;
-    wait_until(
-        "the container's end after its runtime's",
-        Duration::from_secs(10),
-        || host::has_ended(sleep).then_some(()),
-    )?;
-    Ok(sleep)
 }
 
 /// A runtime killed with `kill -9` cleans up nothing; the next one to run

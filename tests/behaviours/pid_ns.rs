@@ -1,14 +1,10 @@
 //! Step 02 behaviours: PID, UTS, IPC and mount namespaces; the command is
 //! PID 1 with a /proc of its own, and a hostname of its own.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, ensure};
 use ferry_tests::host;
-use ferry_tests::run::wait_until;
-use nix::sys::signal::Signal;
 
-use crate::check::{Ctx, expect, expect_error, leaves_mounts_alone, listing, process_named};
+use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run, leaves_mounts_alone, listing};
 use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -145,18 +141,7 @@ fn generates_a_hostname(ctx: &Ctx) -> Result<()> {
 /// A `kill -9` of the runtime ends the container too: otherwise it would run
 /// on, adopted by the host's init, with nobody to wait for it.
 fn dies_with_its_runtime(ctx: &Ctx) -> Result<()> {
-    let mut running = ctx
-        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
-        .spawn()?;
-    running.wait_for_line("ready")?;
-    let sleep = process_named(&running, "sleep")?;
-    host::signal(running.pid(), Signal::SIGKILL)?;
-    // The kernel kills it at once; the limit only allows for a loaded machine.
-    wait_until(
-        "the container's end after its runtime's",
-        Duration::from_secs(10),
-        || host::has_ended(sleep).then_some(()),
-    )
+    kill_runtime_mid_run(ctx).map(|_| ())
 }
 
 fn rejects_bad_hostname(ctx: &Ctx) -> Result<()> {
