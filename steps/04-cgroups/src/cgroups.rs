@@ -13,7 +13,7 @@ mod v2;
 
 use std::fs;
 use std::os::fd::BorrowedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,8 @@ pub fn detect() -> Result<Layout> {
 // ANCHOR_END: layout
 
 /// The container's cgroup: one directory on v2, one per hierarchy on v1.
-/// Dropping it kills whatever is still inside and removes the directories.
+/// Dropping it kills whatever is still inside and removes the directories
+/// (each version's own Drop).
 pub struct Cgroup {
     version: Version,
     memory: Option<u64>,
@@ -116,23 +117,6 @@ impl Cgroup {
         self.memory.map_or("none".to_owned(), show_bytes)
     }
     // ANCHOR_END: oom
-
-    fn dirs(&self) -> Vec<&Path> {
-        match &self.version {
-            Version::V2(leaf) => vec![leaf.dir.as_path()],
-            Version::V1(leaves) => leaves.dirs.iter().map(PathBuf::as_path).collect(),
-        }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for dir in self.dirs() {
-            if let Err(error) = remove(dir) {
-                eprintln!("error: {error:#}");
-            }
-        }
-    }
 }
 
 /// Removes the cgroup a runtime that died left under PARENT (`id`), in

@@ -36,7 +36,7 @@ struct Hierarchy {
 /// the controllers ferry uses.
 pub struct Leaves {
     hierarchies: Vec<Hierarchy>,
-    pub dirs: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Leaves {
@@ -156,6 +156,17 @@ impl Leaves {
             None::<&str>,
         )
         .with_context(|| format!("remount {MOUNT} read-only"))
+    }
+}
+
+/// Kills what is left inside, and removes the directories.
+impl Drop for Leaves {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            if let Err(error) = super::remove(dir) {
+                eprintln!("error: {error:#}");
+            }
+        }
     }
 }
 

@@ -92,6 +92,15 @@ impl Leaf {
     }
 }
 
+/// Kills what is left inside, and removes the directory.
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        if let Err(error) = super::remove(&self.dir) {
+            eprintln!("error: {error:#}");
+        }
+    }
+}
+
 // ANCHOR: enable
 /// v2's "no internal processes" rule: a cgroup hands controllers down to
 /// its children only if it holds no process itself (the root is exempt).
@@ -106,31 +115,38 @@ fn enable_controllers_down_to(parent: &Path) -> Result<()> {
         .strip_prefix(MOUNT)
         .expect("the parent is under the mount");
     for name in below {
-        let offered = fs::read_to_string(dir.join("cgroup.controllers"))
-            .with_context(|| format!("read {}/cgroup.controllers", dir.display()))?;
-        let enabled = fs::read_to_string(dir.join("cgroup.subtree_control"))
-            .with_context(|| format!("read {}/cgroup.subtree_control", dir.display()))?;
-        let has = |list: &str, controller: &str| list.split_whitespace().any(|c| c == controller);
-        let mut missing = Vec::new();
-        for controller in CONTROLLERS {
-            if !has(&offered, controller) {
-                bail!(
-                    "the {controller} controller is not available in {}: \
-                     the kernel lacks it, or a v1 hierarchy holds it",
-                    dir.display()
-                );
-            }
-            if !has(&enabled, controller) {
-                missing.push(format!("+{controller}"));
-            }
-        }
-        if !missing.is_empty() {
-            write(&dir, "cgroup.subtree_control", missing.join(" "))?;
-        }
+        enable_controllers_in(&dir)?;
         dir.push(name);
         super::create_shared(&dir)?;
     }
-    Ok(())
+    // And the parent itself, for the containers' cgroups below it.
+    enable_controllers_in(&dir)
+}
+
+/// Makes `dir` pass the controllers ferry needs on to its children.
+fn enable_controllers_in(dir: &Path) -> Result<()> {
+    let read = |file: &str| {
+        fs::read_to_string(dir.join(file)).with_context(|| format!("read {}/{file}", dir.display()))
+    };
+    let (offered, enabled) = (read("cgroup.controllers")?, read("cgroup.subtree_control")?);
+    let has = |list: &str, controller: &str| list.split_whitespace().any(|c| c == controller);
+    let mut missing = Vec::new();
+    for controller in CONTROLLERS {
+        if !has(&offered, controller) {
+            bail!(
+                "the {controller} controller is not available in {}: \
+                 the kernel lacks it, or a v1 hierarchy holds it",
+                dir.display()
+            );
+        }
+        if !has(&enabled, controller) {
+            missing.push(format!("+{controller}"));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write(dir, "cgroup.subtree_control", missing.join(" "))
 }
 // ANCHOR_END: enable
 
