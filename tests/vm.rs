@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::run::Run;
 use ferry_tests::target_dir;
-use libtest_mimic::Trial;
+use libtest_mimic::{Arguments, Trial};
 
 const QEMU: &str = "qemu-system-x86_64";
 const BEGIN: &str = "@@ferry-vm-begin@@";
@@ -35,10 +35,11 @@ fn trials() -> Result<Vec<Trial>> {
     let dir = target_dir().join("ferry").join("vm");
     let (kernel, initramfs) = (dir.join("vmlinuz"), dir.join("initramfs.cpio.gz"));
     let ready = kernel.exists() && initramfs.exists() && which(QEMU).is_some();
+    let filter = Arguments::from_args().filter;
     let mut trials = Vec::new();
     // One machine at a time: two would share this host's two cores, and
     // cpu_limit_throttles needs half a CPU for the machine's busy loop.
-    for layout in LAYOUTS {
+    for layout in selected(filter.as_deref()) {
         let group = format!("cgroup_vm::{}", in_trial_names(layout));
         if !ready {
             let trial = Trial::test(format!("{group}::boot"), || {
@@ -56,6 +57,25 @@ fn trials() -> Result<Vec<Trial>> {
         trials.extend(layout_trials(&group, report));
     }
     Ok(trials)
+}
+
+/// The layouts that the test filter names (`-- hybrid`, or
+/// `-- cgroup_vm::v2_bare::step04::…`), or all of them: one machine boots
+/// for a question about one layout, not four.
+fn selected(filter: Option<&str>) -> Vec<&'static str> {
+    let named = |layout: &&str| {
+        filter.is_some_and(|filter| {
+            filter
+                .split("::")
+                .any(|part| part == in_trial_names(layout))
+        })
+    };
+    let named: Vec<_> = LAYOUTS.into_iter().filter(named).collect();
+    if named.is_empty() {
+        LAYOUTS.to_vec()
+    } else {
+        named
+    }
 }
 
 /// A layout as trial names spell it: `v2-bare` is `v2_bare`, a Rust path.
