@@ -84,7 +84,8 @@ fn in_trial_names(layout: &str) -> String {
 }
 
 /// `GROUP::boot`, which fails if the machine never ran the suite to its end
-/// or the suite failed, and one trial per behaviour that ran inside.
+/// (or the suite failed with no behaviour to blame), and one trial per
+/// behaviour that ran inside.
 fn layout_trials(group: &str, report: Result<Report>) -> Vec<Trial> {
     let report = match report {
         Ok(report) => report,
@@ -97,11 +98,9 @@ fn layout_trials(group: &str, report: Result<Report>) -> Vec<Trial> {
     for note in &report.notes {
         eprintln!("{group}: note: {note}");
     }
-    let status_ok = report.status_ok;
+    let boot = report.unexplained_failure;
     let mut trials = vec![Trial::test(format!("{group}::boot"), move || {
-        status_ok
-            .then_some(())
-            .ok_or_else(|| "the suite inside the machine failed".into())
+        boot.map_or(Ok(()), |failure| Err(failure.into()))
     })];
     for (name, failure) in report.results {
         trials.push(Trial::test(format!("{group}::{name}"), move || {
@@ -139,7 +138,8 @@ struct Report {
     notes: Vec<String>,
     /// Each behaviour's name, and its failure report if it failed.
     results: Vec<(String, Option<String>)>,
-    status_ok: bool,
+    /// Why the suite failed, if it did and no behaviour's failure says why.
+    unexplained_failure: Option<String>,
 }
 
 /// Reads libtest's report from between the markers on the console, after
@@ -189,10 +189,17 @@ fn parse(console: &str, layout: &str) -> Result<Report> {
         !results.is_empty(),
         "the suite inside the machine ran no behaviour:\n{inside}"
     );
+    let explained = results.iter().any(|(_, failure)| failure.is_some());
+    let unexplained_failure = (status != "0" && !explained).then(|| {
+        format!(
+            "the suite inside the machine exited with status {status}, \
+             and no behaviour failed:\n{inside}"
+        )
+    });
     Ok(Report {
         notes,
-        status_ok: status == "0",
         results,
+        unexplained_failure,
     })
 }
 
