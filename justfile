@@ -38,7 +38,7 @@ rootfs: setup
     @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
     @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
 
-# Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup v2 tests
+# Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup layout tests
 vm-setup:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -51,9 +51,9 @@ vm-setup:
     package=$(current)
     if [ -z "$package" ]; then {{sudo}} apt-get update -qq; package=$(current); fi
     if [ -z "$package" ]; then
-        # Not Debian (Ubuntu names its kernels differently). Such hosts are
-        # pure cgroup v2 already, and the suite tests their own layout.
-        echo "note: apt offers no linux-image-amd64 here, so no cgroup v2 machine is built" >&2
+        # Not Debian (Ubuntu names its kernels differently): the suite tests
+        # this host's own layout, and the vm test says what it could not.
+        echo "note: apt offers no linux-image-amd64 here, so no cgroup test machine is built" >&2
         exit 0
     fi
     mkdir -p {{vm_dir}}
@@ -63,7 +63,7 @@ vm-setup:
         touch "{{vm_dir}}/$package.stamp"
     fi
 
-# Build the cgroup v2 test machine: a kernel and an initramfs with static binaries
+# Build the cgroup test machine, booted once per cgroup layout: a kernel and an initramfs with static binaries
 vm-image: vm-setup rootfs
     #!/usr/bin/env bash
     set -euo pipefail
@@ -123,7 +123,7 @@ bench *ARGS: setup rootfs
 book: setup
     mdbook serve book --open
 
-# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks, the cgroup v2 machine
+# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks, the cgroup test machine in every layout
 test: setup build rootfs vm-image
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings

@@ -1,6 +1,6 @@
 //! Step 04 behaviours: memory, CPU and process limits through cgroups, on
 //! whatever layout the host has (v1, hybrid, or v2; `just test` also runs
-//! these in a virtual machine with a cgroup v2 kernel).
+//! these in a virtual machine booted once per layout: tests/vm.rs).
 
 use std::time::Duration;
 
