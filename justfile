@@ -5,6 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 host := `rustc -vV | sed -n 's/^host: //p'`
 rootfs := "target/ferry/rootfs"
+# The chroot breakout of chapter 1, copied into the rootfs's /bin.
+breakout := "target/" + host + "/release/breakout"
 vm_dir := "target/ferry/vm"
 mdbook_version := "0.5.4"
 sudo := if `id -u` == "0" { "" } else { "sudo" }
@@ -33,10 +35,10 @@ setup:
 build:
     cargo build --workspace
 
-# Build the workshop root filesystem in target/ferry/rootfs
+# Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup
     @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
-    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
+    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program {{breakout}}
 
 # Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup v2 tests
 vm-setup:

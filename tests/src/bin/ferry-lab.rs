@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Chore {
-    /// Build the workshop root filesystem from the host's static busybox
+    /// Build the workshop root filesystem from the host's static busybox,
+    /// unless it was built from the same inputs already
     Rootfs {
         /// Where to build it [default: target/ferry/rootfs]
         dest: Option<PathBuf>,
@@ -62,8 +63,18 @@ fn chore(chore: Chore) -> Result<()> {
     match chore {
         Chore::Rootfs { dest, programs } => {
             let dest = dest.unwrap_or_else(rootfs::default_path);
-            rootfs::build(&dest, &programs)?;
-            eprintln!("workshop rootfs ready at {}", dest.display());
+            // Quiet when there is nothing to do: `just run-step` depends on
+            // this, and its stderr is the container's.
+            if let rootfs::Build::Done { replaced } = rootfs::build_if_stale(&dest, &programs)? {
+                eprintln!("workshop rootfs ready at {}", dest.display());
+                if let Some(old) = replaced {
+                    eprintln!(
+                        "the one it replaces is kept at {} for containers still running on it; \
+                         remove it when none is",
+                        old.display()
+                    );
+                }
+            }
         }
         Chore::Diffs => {
             let all = steps::workspace_steps()?;
