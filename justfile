@@ -96,12 +96,21 @@ vm-image: vm-setup rootfs
     cp {{vm_dir}}/kernel/boot/vmlinuz-* {{vm_dir}}/vmlinuz
 
 # Build step N and run it: `just run-step 2 --hostname box /bin/hostname`
+[positional-arguments]
+[no-exit-message]
 run-step N *ARGS: rootfs
     #!/usr/bin/env bash
     set -euo pipefail
-    folder=$(cd steps && ls -d "$(printf %02d {{N}})"-*)
+    # "$@", not {{{{ARGS}}: pasted into this script, the arguments would be
+    # split and globbed again by the host's shell, as root (a quoted
+    # `sh -c 'echo hi > /tmp/f'` wrote the host's /tmp/f).
+    folder=$(cd steps && ls -d "$(printf %02d "$1")"-* 2>/dev/null) || { echo "error: no step $1 in steps/" >&2; exit 2; }
+    shift
     cargo build -q -p "step$folder"
-    exec {{sudo}} "target/debug/step$folder" run {{rootfs}} {{ARGS}}
+    # exec: the container's exit status becomes the recipe's, and
+    # [no-exit-message] keeps just from calling a container's `exit 7` a
+    # failed recipe.
+    exec {{sudo}} "target/debug/step$folder" run {{rootfs}} "$@"
 
 # Run the behaviour suite against step N's binary
 test-step N: build rootfs
@@ -135,7 +144,7 @@ test: setup build rootfs vm-image
     mkdir -p target/ferry/bench
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --runs 3 --warmup 1 --out target/ferry/bench/quick.md > /dev/null
     cargo test -q --workspace --lib --bins
-    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm
+    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm --test recipes
 
 # Build the book and fail on any warning
 book-check:
