@@ -112,6 +112,13 @@ run-step N *ARGS: rootfs
     # failed recipe.
     exec {{sudo}} "target/debug/step$folder" run {{rootfs}} "$@"
 
+# A root shell in a new lab, as the book's console sessions expect; `exit` removes the lab
+[no-exit-message]
+shell: build rootfs
+    #!/usr/bin/env bash
+    set -euo pipefail
+    exec {{sudo}} target/debug/ferry-lab shell
+
 # Run the behaviour suite against step N's binary
 test-step N: build rootfs
     FERRY_STEPS={{N}} {{as_root}} cargo test -q -p ferry-tests --test behaviours

@@ -15,6 +15,7 @@ use anyhow::{Context, Result, ensure};
 use ferry_tests::cgroup;
 use ferry_tests::run::{Outcome, Run};
 use ferry_tests::scratch::{Scratch, unique_name};
+use ferry_tests::transcript::{self, Entry};
 use ferry_tests::{privileged, rootfs, workspace};
 use libtest_mimic::{Failed, Trial};
 use nix::sys::signal::{Signal, killpg};
@@ -44,6 +45,8 @@ fn trials() -> Vec<Trial> {
         run_step_reuses_a_fresh_rootfs,
         run_step_leaves_a_running_container_its_rootfs,
         run_step_rebuilds_a_stale_rootfs_beside_a_running_container,
+        shell_runs_a_script_in_a_lab_and_removes_it,
+        shell_environment_is_the_transcripts,
     ]
     .into_iter()
     .map(|trial| privilege.gate(trial))
@@ -253,4 +256,72 @@ fn run_step_rebuilds_a_stale_rootfs_beside_a_running_container() -> Result<()> {
     );
     holder.close_stdin();
     expect(&holder.finish()?, 0, "ready\nstill here\n", "")
+}
+
+/// `just shell` reads a script from stdin like any shell, in a lab of its
+/// own that is gone afterwards.
+fn shell_runs_a_script_in_a_lab_and_removes_it() -> Result<()> {
+    let place = Place::new()?;
+    let script = "step01-chroot run rootfs /bin/echo hi\n\
+                  step04-cgroups run rootfs true\n\
+                  pwd\n\
+                  echo \"$FERRY_CGROUP_PARENT\"\n";
+    let outcome = place.just(["shell"]).stdin(script).output()?;
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    ensure!(
+        outcome.status == 0 && lines.len() == 3 && lines[0] == "hi",
+        "expected `hi`, the lab's folder and its cgroup; got\n{outcome}"
+    );
+    let (folder, cgroup) = (Path::new(lines[1]), lines[2]);
+    ensure!(
+        !cgroup.is_empty() && folder.starts_with(ferry_tests::target_dir()),
+        "the lab is not the trial's own:\n{outcome}"
+    );
+    ensure!(
+        !folder.exists(),
+        "the lab {} is left after the shell",
+        folder.display()
+    );
+    ensure!(
+        !cgroup::parent_exists(cgroup)?,
+        "the lab's cgroup {cgroup} is left after the shell"
+    );
+    Ok(())
+}
+
+/// The environment a script sees, with the lab's own names made generic.
+fn generic_environment(listing: &str) -> Result<Vec<String>> {
+    let value = |key: &str| {
+        listing
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{key}=")))
+            .with_context(|| format!("no {key} in\n{listing}"))
+    };
+    let (folder, cgroup) = (value("PWD")?, value("FERRY_CGROUP_PARENT")?);
+    Ok(listing
+        .lines()
+        .map(|line| line.replace(folder, "LAB").replace(cgroup, "CGROUP"))
+        .collect())
+}
+
+fn shell_environment_is_the_transcripts() -> Result<()> {
+    let place = Place::new()?;
+    let listing = "env | sort; ls";
+    let replayed = transcript::replay(&[Entry {
+        command: listing.to_owned(),
+        output: Vec::new(),
+    }])?;
+    let from_book = generic_environment(&replayed[0].output.join("\n"))?;
+    let outcome = place.just(["shell"]).stdin(listing).output()?;
+    ensure!(outcome.status == 0, "just shell failed:\n{outcome}");
+    let from_shell = generic_environment(&outcome.stdout)?;
+    // The replay ends each command's output with an empty line.
+    let from_book: Vec<String> = from_book.into_iter().filter(|l| !l.is_empty()).collect();
+    ensure!(
+        from_book == from_shell,
+        "`just shell` and the book's transcripts differ:\nbook:\n{}\njust shell:\n{}",
+        from_book.join("\n"),
+        from_shell.join("\n")
+    );
+    Ok(())
 }
