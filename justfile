@@ -25,7 +25,7 @@ setup:
     missing=$(for package in busybox-static runc; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
     if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
-        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
     if [ "$(mdbook --version 2>/dev/null)" != "mdbook v{{mdbook_version}}" ]; then
         cargo install --locked mdbook --version {{mdbook_version}}
@@ -46,7 +46,7 @@ vm-setup:
     set -euo pipefail
     if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null; then
         {{sudo}} apt-get update -qq
-        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 cpio
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 cpio
     fi
     # Debian keeps only the current kernel: ask apt which one that is.
     current() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n 1; }

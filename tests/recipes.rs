@@ -36,7 +36,7 @@ macro_rules! trials {
 
 fn trials() -> Vec<Trial> {
     let privilege = privileged();
-    trials![
+    let mut trials: Vec<Trial> = trials![
         run_step_keeps_quoted_arguments_whole,
         run_step_globs_nothing_on_the_host,
         run_step_redirects_inside_the_container,
@@ -50,7 +50,9 @@ fn trials() -> Vec<Trial> {
     ]
     .into_iter()
     .map(|trial| privilege.gate(trial))
-    .collect()
+    .collect();
+    trials.extend(trials![setup_installs_no_recommended_packages]);
+    trials
 }
 
 fn trial(name: &str, check: Check) -> Trial {
@@ -323,5 +325,29 @@ fn shell_environment_is_the_transcripts() -> Result<()> {
         from_book.join("\n"),
         from_shell.join("\n")
     );
+    Ok(())
+}
+
+fn setup_installs_no_recommended_packages() -> Result<()> {
+    for recipe in ["setup", "vm-setup"] {
+        let shown = Run::new("just")
+            .args(["--show", recipe])
+            .current_dir(&workspace())
+            .output()?;
+        ensure!(shown.status == 0, "just --show {recipe}:\n{shown}");
+        let installs: Vec<&str> = shown
+            .stdout
+            .lines()
+            .filter(|line| line.contains("apt-get install"))
+            .collect();
+        ensure!(!installs.is_empty(), "{recipe} installs nothing:\n{shown}");
+        for line in installs {
+            ensure!(
+                line.contains("--no-install-recommends"),
+                "{recipe} installs recommended packages too (with QEMU, GTK and GStreamer): {}",
+                line.trim()
+            );
+        }
+    }
     Ok(())
 }
