@@ -5,6 +5,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 host := `rustc -vV | sed -n 's/^host: //p'`
 rootfs := "target/ferry/rootfs"
+# The chroot breakout of chapter 1, copied into the rootfs's /bin.
+breakout := "target/" + host + "/release/breakout"
 vm_dir := "target/ferry/vm"
 mdbook_version := "0.5.4"
 sudo := if `id -u` == "0" { "" } else { "sudo" }
@@ -23,7 +25,7 @@ setup:
     missing=$(for package in busybox-static runc; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
     if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
-        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
     if [ "$(mdbook --version 2>/dev/null)" != "mdbook v{{mdbook_version}}" ]; then
         cargo install --locked mdbook --version {{mdbook_version}}
@@ -33,10 +35,10 @@ setup:
 build:
     cargo build --workspace
 
-# Build the workshop root filesystem in target/ferry/rootfs
+# Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup
     @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
-    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program target/{{host}}/release/breakout
+    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program {{breakout}}
 
 # Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup layout tests
 vm-setup:
@@ -44,7 +46,7 @@ vm-setup:
     set -euo pipefail
     if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null; then
         {{sudo}} apt-get update -qq
-        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86 cpio
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 cpio
     fi
     # Debian keeps only the current kernel: ask apt which one that is.
     current() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n 1; }
@@ -94,12 +96,28 @@ vm-image: vm-setup rootfs
     cp {{vm_dir}}/kernel/boot/vmlinuz-* {{vm_dir}}/vmlinuz
 
 # Build step N and run it: `just run-step 2 --hostname box /bin/hostname`
+[positional-arguments]
+[no-exit-message]
 run-step N *ARGS: rootfs
     #!/usr/bin/env bash
     set -euo pipefail
-    folder=$(cd steps && ls -d "$(printf %02d {{N}})"-*)
+    # "$@", not {{{{ARGS}}: pasted into this script, the arguments would be
+    # split and globbed again by the host's shell, as root (a quoted
+    # `sh -c 'echo hi > /tmp/f'` wrote the host's /tmp/f).
+    folder=$(cd steps && ls -d "$(printf %02d "$1")"-* 2>/dev/null) || { echo "error: no step $1 in steps/" >&2; exit 2; }
+    shift
     cargo build -q -p "step$folder"
-    exec {{sudo}} "target/debug/step$folder" run {{rootfs}} {{ARGS}}
+    # exec: the container's exit status becomes the recipe's, and
+    # [no-exit-message] keeps just from calling a container's `exit 7` a
+    # failed recipe.
+    exec {{sudo}} "target/debug/step$folder" run {{rootfs}} "$@"
+
+# A root shell in a new lab, as the book's console sessions expect; `exit` removes the lab
+[no-exit-message]
+shell: build rootfs
+    #!/usr/bin/env bash
+    set -euo pipefail
+    exec {{sudo}} target/debug/ferry-lab shell
 
 # Run the behaviour suite against step N's binary
 test-step N: build rootfs
@@ -133,7 +151,7 @@ test: setup build rootfs vm-image
     mkdir -p target/ferry/bench
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --runs 3 --warmup 1 --out target/ferry/bench/quick.md > /dev/null
     cargo test -q --workspace --lib --bins
-    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm
+    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm --test recipes
 
 # Build the book and fail on any warning
 book-check:

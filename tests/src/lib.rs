@@ -6,6 +6,7 @@ pub mod bench;
 pub mod book;
 pub mod cgroup;
 pub mod host;
+pub mod lab;
 pub mod rootfs;
 pub mod run;
 pub mod scratch;

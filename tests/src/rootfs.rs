@@ -2,12 +2,16 @@
 //! its applets, a few files in /etc, and the lab programs. Built from what is
 //! installed on this machine: no internet, no Docker.
 
-use std::fs;
+use std::fs::{self, File};
+use std::hash::{DefaultHasher, Hasher};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use nix::errno::Errno;
+use nix::fcntl::{AT_FDCWD, Flock, FlockArg, RenameFlags, renameat2};
 
 use crate::target_dir;
 
@@ -18,13 +22,16 @@ pub fn default_path() -> PathBuf {
 
 /// The workshop rootfs, which must have been built (`just rootfs`).
 pub fn built() -> Result<PathBuf> {
-    let path = default_path();
+    built_at(&default_path())
+}
+
+fn built_at(path: &Path) -> Result<PathBuf> {
     ensure!(
         path.join("bin/busybox").exists() && path.join("bin/breakout").exists(),
         "no workshop rootfs at {}: build it with `just rootfs`",
         path.display()
     );
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 const BUSYBOX: &str = "/bin/busybox";
@@ -47,9 +54,121 @@ const FILES: [(&str, &str); 4] = [
     ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n"),
 ];
 
-/// Builds the rootfs at `dest`, replacing what was there. `programs` are
-/// static binaries to copy into /bin (the chroot breakout, for one).
-pub fn build(dest: &Path, programs: &[PathBuf]) -> Result<()> {
+/// What became of the rootfs at `dest` in `build_if_stale`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Build {
+    /// It was built from the same inputs already.
+    Fresh,
+    /// It was built; `replaced` is where the tree it replaced now is.
+    Done { replaced: Option<PathBuf> },
+}
+
+/// Builds the rootfs at `dest` unless the one there was built from the same
+/// inputs: /bin/busybox, the `programs`, and this file (the builder's code).
+pub fn build_if_stale(dest: &Path, programs: &[PathBuf]) -> Result<Build> {
+    let folder = dest.parent().context("the rootfs has a parent folder")?;
+    fs::create_dir_all(folder).with_context(|| format!("create {}", folder.display()))?;
+    // Two terminals that start `just run-step` at once build it once: the
+    // second waits here, then finds it fresh.
+    let _lock = lock(&dest.with_extension("lock"))?;
+    let stamp_path = dest.with_extension("stamp");
+    let stamp = stamp(programs)?;
+    let built = built_at(dest).is_ok();
+    if built && fs::read_to_string(&stamp_path).is_ok_and(|old| old == stamp) {
+        return Ok(Build::Fresh);
+    }
+    let replaced = build(dest, programs)?;
+    // The stamp is written after the tree is in place: a crash in between
+    // leaves an old stamp, which only costs a rebuild next time.
+    let staged = stamp_path.with_extension("stamp.new");
+    fs::write(&staged, stamp).with_context(|| format!("write {}", staged.display()))?;
+    fs::rename(&staged, &stamp_path).with_context(|| format!("write {}", stamp_path.display()))?;
+    Ok(Build::Done { replaced })
+}
+
+/// An exclusive lock on `path`, held until the value is dropped.
+fn lock(path: &Path) -> Result<Flock<File>> {
+    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| errno)
+        .with_context(|| format!("lock {}", path.display()))
+}
+
+/// A summary of everything the rootfs is made from, one input a line, so
+/// that a changed input means a changed stamp. (DefaultHasher may hash
+/// differently after a Rust upgrade: that costs one rebuild, no more.)
+fn stamp(programs: &[PathBuf]) -> Result<String> {
+    let hash = |bytes: &[u8]| {
+        let mut hasher = DefaultHasher::new();
+        hasher.write(bytes);
+        format!("{:016x}", hasher.finish())
+    };
+    let mut stamp = format!("builder {}\n", hash(include_str!("rootfs.rs").as_bytes()));
+    for input in std::iter::once(Path::new(BUSYBOX)).chain(programs.iter().map(PathBuf::as_path)) {
+        let bytes = fs::read(input).with_context(|| format!("read {}", input.display()))?;
+        stamp.push_str(&format!("{} {}\n", input.display(), hash(&bytes)));
+    }
+    Ok(stamp)
+}
+
+/// Builds the rootfs beside `dest` and swaps it in; returns where the tree
+/// it replaced is now. `programs` are static binaries to copy into /bin
+/// (the chroot breakout, for one).
+///
+/// The old tree is renamed, never deleted: containers started by
+/// `just run-step` may run on it, and a running container whose files
+/// vanish loses its /bin under the learner's hands. A renamed tree is still
+/// theirs: the kernel holds a chroot, or an overlay's lower layer, by the
+/// directory, not by its name. Whether any container still uses an old
+/// tree cannot be told reliably from outside (an overlay names its lower
+/// layer by the path it was given, which is the new tree's now), so it is
+/// left for the learner, or `cargo clean`, to remove: a few megabytes, once
+/// per change of busybox, the breakout or this builder.
+fn build(dest: &Path, programs: &[PathBuf]) -> Result<Option<PathBuf>> {
+    let staging = dest.with_extension(format!("new-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    if let Err(error) = fill(&staging, programs) {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+    swap_in(&staging, dest)
+}
+
+/// Moves `staging` to `dest` in one step, so that a container starting
+/// meanwhile finds either the old tree or the new one, never none.
+fn swap_in(staging: &Path, dest: &Path) -> Result<Option<PathBuf>> {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let old = dest.with_extension(format!("old-{nanos}"));
+    let exchanged = renameat2(
+        AT_FDCWD,
+        staging,
+        AT_FDCWD,
+        dest,
+        RenameFlags::RENAME_EXCHANGE,
+    );
+    let moved = match exchanged {
+        // `staging` now names the old tree.
+        Ok(()) => fs::rename(staging, &old).map(|()| Some(old.clone())),
+        Err(Errno::ENOENT) => fs::rename(staging, dest).map(|()| None),
+        // A filesystem that cannot exchange (some network and shared
+        // folders): two renames, and a moment without a rootfs.
+        Err(Errno::EINVAL) => fs::rename(dest, &old)
+            .and_then(|()| fs::rename(staging, dest))
+            .map(|()| Some(old.clone())),
+        Err(errno) => Err(errno.into()),
+    };
+    moved.with_context(|| {
+        format!(
+            "move the new rootfs {} into {} and the old one to {}",
+            staging.display(),
+            dest.display(),
+            old.display()
+        )
+    })
+}
+
+/// Writes the rootfs's files into `staging`, a folder that does not exist yet.
+fn fill(staging: &Path, programs: &[PathBuf]) -> Result<()> {
     let busybox = fs::read(BUSYBOX).with_context(|| {
         format!("read {BUSYBOX}: install it with `apt-get install busybox-static`")
     })?;
@@ -58,8 +177,6 @@ pub fn build(dest: &Path, programs: &[PathBuf]) -> Result<()> {
         "{BUSYBOX} is linked dynamically and would not run inside a bare rootfs: \
          `apt-get install busybox-static` replaces it with the static build"
     );
-    let staging = dest.with_extension(format!("new-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
     for dir in DIRECTORIES {
         fs::create_dir_all(staging.join(dir)).with_context(|| format!("create {dir}"))?;
     }
@@ -70,7 +187,7 @@ pub fn build(dest: &Path, programs: &[PathBuf]) -> Result<()> {
         fs::Permissions::from_mode(0o755),
     )?;
     for applet in applets()? {
-        link_applet(&staging, &applet)?;
+        link_applet(staging, &applet)?;
     }
     for (path, text) in FILES {
         fs::write(staging.join(path), text).with_context(|| format!("write {path}"))?;
@@ -87,10 +204,7 @@ pub fn build(dest: &Path, programs: &[PathBuf]) -> Result<()> {
         fs::write(&inside, bytes)?;
         fs::set_permissions(&inside, fs::Permissions::from_mode(0o755))?;
     }
-    if dest.exists() {
-        fs::remove_dir_all(dest).with_context(|| format!("remove the old {}", dest.display()))?;
-    }
-    fs::rename(&staging, dest).with_context(|| format!("move the rootfs into {}", dest.display()))
+    Ok(())
 }
 
 /// Copies a rootfs with everything kept (links, modes, owners): `cp -a`.

@@ -71,7 +71,11 @@ pub struct Run {
 
 impl Run {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
-        let mut command = Command::new(program);
+        Self::from_command(Command::new(program))
+    }
+
+    /// A run of a command set up elsewhere (a lab's shell, for one).
+    pub fn from_command(mut command: Command) -> Self {
         // Our own process group, so that a timeout can end everything the
         // run started, and nothing else.
         command.process_group(0);

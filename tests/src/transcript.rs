@@ -5,19 +5,15 @@
 //! one shell; the lines after a command are its output, stdout and stderr
 //! together as on a terminal. `[..]` in an expected line matches any text,
 //! for what differs from run to run (an id, a pid, the host's name).
-//! The commands run in a fresh folder holding `rootfs`, a copy of the
-//! workshop rootfs, with the step binaries on PATH, FERRY_ROOT set to
-//! `state` in that folder and FERRY_CGROUP_PARENT to a cgroup of its own.
+//! The commands run in a lab (see `lab`), as a learner's do after `just shell`.
 
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::cgroup;
+use crate::lab::Lab;
 use crate::run::Run;
-use crate::scratch::Scratch;
-use crate::{rootfs, target_dir};
 
 const PROMPT: &str = "# ";
 const MARKER: &str = "@@ferry-transcript-end-of-command@@";
@@ -58,11 +54,10 @@ pub fn render(entries: &[Entry]) -> String {
     text
 }
 
-/// Runs the transcript's commands and returns it with the output they gave.
+/// Runs the transcript's commands in a lab, the one `just shell` opens, and
+/// returns it with the output they gave.
 pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
-    let scratch = Scratch::new("transcript")?;
-    let cgroups = cgroup::Parent::new();
-    rootfs::copy(&rootfs::built()?, &scratch.join("rootfs"))?;
+    let lab = Lab::new()?;
     let mut script = String::from("exec 2>&1\n");
     for entry in entries {
         // Keep $? of the command for the next one across the marker.
@@ -71,22 +66,8 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
             entry.command
         ));
     }
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        target_dir().join("debug").display()
-    );
-    let outcome = Run::new("/bin/sh")
+    let outcome = Run::from_command(lab.shell())
         .args(["-c", &script])
-        .env_clear()
-        .env("PATH", path)
-        .env("HOME", "/root")
-        .env("LANG", "C")
-        // From step 03 the runtime keeps container state under $FERRY_ROOT;
-        // a transcript keeps it in its own folder, never /var/lib/ferry.
-        .env("FERRY_ROOT", scratch.join("state"))
-        // From step 04, the cgroup parent: one of its own, removed below.
-        .env("FERRY_CGROUP_PARENT", &cgroups.name)
-        .current_dir(scratch.path())
         .output()?;
     let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();
     ensure!(

@@ -1,15 +1,20 @@
 //! ferry-lab: the workshop's chores, called by the justfile.
 
 use std::fs;
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
+use ferry_tests::lab::Lab;
 use ferry_tests::{bench, book, rootfs, steps, transcript};
+use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
-#[command(about = "Builds the workshop rootfs and regenerates the book's generated parts")]
+#[command(
+    about = "Builds the workshop rootfs, opens lab shells and regenerates the book's generated parts"
+)]
 struct Cli {
     #[command(subcommand)]
     chore: Chore,
@@ -17,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Chore {
-    /// Build the workshop root filesystem from the host's static busybox
+    /// Build the workshop root filesystem from the host's static busybox,
+    /// unless it was built from the same inputs already
     Rootfs {
         /// Where to build it [default: target/ferry/rootfs]
         dest: Option<PathBuf>,
@@ -25,6 +31,9 @@ enum Chore {
         #[arg(long = "program")]
         programs: Vec<PathBuf>,
     },
+    /// Open a root shell in a new lab, as the book's console sessions
+    /// expect; the lab is removed when the shell exits
+    Shell,
     /// Write the diff between each pair of consecutive steps into book/src/diffs
     Diffs,
     /// Print the diff that leads to step N
@@ -50,7 +59,7 @@ enum Chore {
 
 fn main() -> ExitCode {
     match chore(Cli::parse().chore) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
@@ -58,13 +67,24 @@ fn main() -> ExitCode {
     }
 }
 
-fn chore(chore: Chore) -> Result<()> {
+fn chore(chore: Chore) -> Result<ExitCode> {
     match chore {
         Chore::Rootfs { dest, programs } => {
             let dest = dest.unwrap_or_else(rootfs::default_path);
-            rootfs::build(&dest, &programs)?;
-            eprintln!("workshop rootfs ready at {}", dest.display());
+            // Quiet when there is nothing to do: `just run-step` depends on
+            // this, and its stderr is the container's.
+            if let rootfs::Build::Done { replaced } = rootfs::build_if_stale(&dest, &programs)? {
+                eprintln!("workshop rootfs ready at {}", dest.display());
+                if let Some(old) = replaced {
+                    eprintln!(
+                        "the one it replaces is kept at {} for containers still running on it; \
+                         remove it when none is",
+                        old.display()
+                    );
+                }
+            }
         }
+        Chore::Shell => return shell(),
         Chore::Diffs => {
             let all = steps::workspace_steps()?;
             for pair in all.windows(2) {
@@ -110,5 +130,37 @@ fn chore(chore: Chore) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a lab shell to its end and removes the lab; exits with the shell's
+/// status.
+fn shell() -> Result<ExitCode> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "the lab shell runs containers, which only root may: run it with sudo"
+    );
+    let lab = Lab::new()?;
+    eprintln!(
+        "ferry lab in {}: the step binaries are on PATH, `rootfs` is a copy of \
+         the workshop rootfs; `exit` removes the lab",
+        lab.path().display()
+    );
+    let mut shell = lab.shell().spawn().context("start the lab shell")?;
+    // Ctrl-C at the prompt, or a closed terminal, is for the shell and its
+    // commands: this process stays to remove the lab when the shell is gone.
+    // (Ignored only now, after the spawn: an ignored signal stays ignored
+    // across exec, and the shell must get the default actions.)
+    for ignored in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
+        unsafe { signal(ignored, SigHandler::SigIgn) }
+            .with_context(|| format!("ignore {ignored}"))?;
+    }
+    let status = shell.wait().context("wait for the lab shell")?;
+    drop(lab);
+    let code = status
+        .code()
+        .or(status.signal().map(|n| 128 + n))
+        .unwrap_or(125);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(125)))
 }
