@@ -1,5 +1,6 @@
-//! Checks on the book: includes resolve, generated step diffs are fresh, and
-//! every console transcript still prints what the book says it prints.
+//! Checks on the book: includes resolve, generated step diffs and pictures
+//! are fresh, and every console transcript still prints what the book says
+//! it prints.
 
 use std::process::ExitCode;
 
@@ -24,6 +25,16 @@ fn trials() -> anyhow::Result<Vec<Trial>> {
         trials.push(Trial::test(name, move || {
             book::check_diff(&before, &after).map_err(failed)
         }));
+    }
+    for source in book::diagram_sources()? {
+        let name = source
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        trials.push(Trial::test(
+            format!("book::diagram_{name}_is_fresh"),
+            move || book::check_diagram(&source).map_err(failed),
+        ));
     }
     let privilege = privileged();
     for path in book::files_below(&book::src(), ".console")? {

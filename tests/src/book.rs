@@ -1,5 +1,6 @@
-//! Checks and generators for the book: includes that resolve, and the diff
-//! between consecutive steps, generated from the step folders.
+//! Checks and generators for the book: includes that resolve, the diff
+//! between consecutive steps, generated from the step folders, and the
+//! pictures, drawn as text and rendered to SVG.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -130,4 +131,73 @@ fn sources(step_dir: &Path) -> Result<Vec<String>> {
         files.push(relative.to_string_lossy().into_owned());
     }
     Ok(files)
+}
+
+/// Where the book keeps its pictures: each drawn as text in `NAME.bob` and
+/// rendered by svgbob to `NAME.svg` beside it, which the chapters show. A
+/// picture as wide as a page would not fit in a code block; an image scales.
+pub fn diagrams_dir() -> PathBuf {
+    src().join("diagrams")
+}
+
+/// Every picture's text source, sorted.
+pub fn diagram_sources() -> Result<Vec<PathBuf>> {
+    if !diagrams_dir().exists() {
+        return Ok(Vec::new());
+    }
+    files_below(&diagrams_dir(), ".bob")
+}
+
+/// The SVG that the book shows for the picture drawn in `source`.
+pub fn svg_path(source: &Path) -> PathBuf {
+    source.with_extension("svg")
+}
+
+/// The SVG that svgbob renders from `source`. Text between double quotes
+/// is drawn as it is, never as lines.
+pub fn render_diagram(source: &Path) -> Result<String> {
+    let text = fs::read_to_string(source).with_context(|| format!("read {}", source.display()))?;
+    let settings = svgbob::Settings {
+        // A cell is 8 px wide; at 13 px, a monospace font's letters are
+        // narrower than that, so text never runs into the lines after it.
+        font_size: 13,
+        ..svgbob::Settings::default()
+    };
+    // svgbob sizes the picture by its lines alone, and would cut off quoted
+    // text that reaches further: size it by every character instead.
+    let columns = text.lines().map(|line| line.chars().count()).max();
+    let rows = text.lines().count();
+    let width = settings.scale * (columns.unwrap_or(0) + 1) as f32;
+    let height = settings.scale * 2.0 * (rows + 1) as f32;
+    let mut svg = svgbob::to_svg_with_override_size(&text, &settings, width, height);
+    if !svg.ends_with('\n') {
+        svg.push('\n');
+    }
+    Ok(svg)
+}
+
+/// The book's SVG for `source` must be what its text renders to now.
+pub fn check_diagram(source: &Path) -> Result<()> {
+    let path = svg_path(source);
+    let fresh = render_diagram(source)?;
+    match fs::read_to_string(&path) {
+        Ok(text) if text == fresh => Ok(()),
+        Ok(_) => bail!(
+            "{} is stale: regenerate it with `just bless`",
+            path.display()
+        ),
+        Err(error) => bail!("{}: {error}: generate it with `just bless`", path.display()),
+    }
+}
+
+/// Renders every picture whose SVG is missing or stale.
+pub fn write_diagrams() -> Result<()> {
+    for source in diagram_sources()? {
+        let path = svg_path(&source);
+        let fresh = render_diagram(&source)?;
+        if fs::read_to_string(&path).ok().as_deref() != Some(fresh.as_str()) {
+            fs::write(&path, fresh).with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(())
 }

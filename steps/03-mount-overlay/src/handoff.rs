@@ -28,6 +28,7 @@ impl Handoff {
         Ok(Self { read, write })
     }
 
+    // ANCHOR: runtime_is_gone
     /// Child side: whether the runtime has already gone, before the child
     /// asked to die with it (the kernel sends no parent-death signal for a
     /// parent that died first). Only the runtime holds the read end of the
@@ -41,6 +42,7 @@ impl Handoff {
         let events = fds[0].revents().unwrap_or(PollFlags::empty());
         Ok(events.contains(PollFlags::POLLERR))
     }
+    // ANCHOR_END: runtime_is_gone
 
     /// Child side: report `error` to the parent and exit with its status.
     pub fn fail(&self, error: &anyhow::Error) -> ! {

@@ -58,8 +58,9 @@ pub fn mount_proc() -> Result<()> {
 // ANCHOR_END: proc
 
 // ANCHOR: sys
-/// Mounts sysfs read-only: programs may read what the kernel says about
-/// devices, but nothing in the container may reconfigure the host's.
+/// Mounts sysfs read-only, so that what programs write there by mistake
+/// does not reconfigure the host's devices. It stops mistakes, not root:
+/// with CAP_SYS_ADMIN, root in the container can remount it read-write.
 pub fn mount_sys() -> Result<()> {
     fs::create_dir_all("/sys").context("create /sys")?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;

@@ -34,11 +34,15 @@ enum Chore {
     /// Open a root shell in a new lab, as the book's console sessions
     /// expect; the lab is removed when the shell exits
     Shell,
-    /// Write the diff between each pair of consecutive steps into book/src/diffs
+    /// Write the diff between each pair of consecutive steps into book/src/diffs,
+    /// and render the book's pictures
     Diffs,
+    /// Render each book/src/diagrams/NAME.bob to NAME.svg
+    Diagrams,
     /// Print the diff that leads to step N
     Diff { step: u8 },
-    /// Run every transcript in the book and write its actual output back
+    /// Run every transcript in the book and write its actual output back,
+    /// and render the book's pictures
     Bless,
     /// Time every step's start against runc and the bare-namespace floor
     Bench {
@@ -93,7 +97,9 @@ fn chore(chore: Chore) -> Result<ExitCode> {
                 fs::write(&path, book::step_diff(&pair[0], &pair[1])?)
                     .with_context(|| format!("write {}", path.display()))?;
             }
+            book::write_diagrams()?;
         }
+        Chore::Diagrams => book::write_diagrams()?,
         Chore::Diff { step } => {
             let all = steps::workspace_steps()?;
             let at = all
@@ -125,6 +131,7 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             }
         }
         Chore::Bless => {
+            book::write_diagrams()?;
             for path in book::files_below(&book::src(), ".console")? {
                 transcript::check(&path, true)?;
             }

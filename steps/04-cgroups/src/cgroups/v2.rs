@@ -81,11 +81,13 @@ impl Leaf {
     }
     // ANCHOR_END: limit
 
+    // ANCHOR: join
     /// The fallback for kernels before 5.7, which cannot start a child in a
     /// cgroup: the child moves itself in ("0" is the writer itself).
     pub fn join(&self) -> Result<()> {
         write(&self.dir, "cgroup.procs", 0)
     }
+    // ANCHOR_END: join
 
     pub fn oom_kills(&self) -> Result<u64> {
         read_count(&self.dir.join("memory.events"), "oom_kill")
@@ -150,6 +152,7 @@ fn enable_controllers_in(dir: &Path) -> Result<()> {
 }
 // ANCHOR_END: enable
 
+// ANCHOR: mount
 /// Inside the container, after it has its own cgroup namespace: the cgroup
 /// filesystem at /sys/fs/cgroup, read-only. Its root is the container's
 /// own cgroup, where programs read their limits (the JVM and Go do).
@@ -158,3 +161,4 @@ pub fn mount_in_container() -> Result<()> {
     mount(Some("cgroup2"), MOUNT, Some("cgroup2"), flags, None::<&str>)
         .with_context(|| format!("mount cgroup2 read-only on {MOUNT}"))
 }
+// ANCHOR_END: mount
