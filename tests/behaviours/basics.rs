@@ -3,6 +3,7 @@
 //! and fail clearly on bad input.
 
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Result, ensure};
@@ -106,6 +107,12 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         since: 1,
         kind: Feature,
         check: non_executable_command_is_126,
+    },
+    Behaviour {
+        name: "missing_interpreter_is_126",
+        since: 1,
+        kind: Feature,
+        check: missing_interpreter_is_126,
     },
     Behaviour {
         name: "rejects_missing_rootfs",
@@ -299,6 +306,19 @@ fn missing_command_is_127(ctx: &Ctx) -> Result<()> {
 fn non_executable_command_is_126(ctx: &Ctx) -> Result<()> {
     for path in ["/etc/passwd", "/etc"] {
         expect_error(&ctx.run(&[], &[path]).output()?, 126, path)?;
+    }
+    Ok(())
+}
+
+/// A program whose interpreter is missing from the rootfs (a `#!` line here;
+/// the dynamic loader of a program copied from the host alike) exists: it
+/// cannot run (126), and the error says why, by path or found in PATH.
+fn missing_interpreter_is_126(ctx: &Ctx) -> Result<()> {
+    let program = ctx.rootfs.join("bin/needs-interpreter");
+    std::fs::write(&program, "#!/no/such/interpreter\n")?;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))?;
+    for command in ["/bin/needs-interpreter", "needs-interpreter"] {
+        expect_error(&ctx.run(&[], &[command]).output()?, 126, "interpreter")?;
     }
     Ok(())
 }

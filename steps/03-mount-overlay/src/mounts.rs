@@ -31,8 +31,10 @@ pub fn make_all_private() -> Result<()> {
 /// root, so that no path, not even `..` from a chroot, leads back to the host.
 ///
 /// pivot_root(2) moves the old root to `put_old` and mounts `new_root` as
-/// "/". `new_root` must be a mount point (our overlay is), and neither it
-/// nor the old root's mount may be shared (make_all_private saw to that).
+/// "/". `new_root` must be a mount point (our overlay is), and the mounts
+/// that would see the move may not be shared: those of `new_root`'s parent,
+/// of the current root's parent, and of `put_old` (make_all_private saw to
+/// that).
 /// Passing "." for both, from inside `new_root`, stacks the old root on top
 /// of the new one at "/"; unmounting "." then takes the old root away, with
 /// no directory needed to park it in.

@@ -67,12 +67,13 @@ impl Command {
         }
         // A bare name: try each PATH directory in turn. Like a shell, go on
         // past a file that exists but cannot run, and report it if nothing
-        // better turns up.
+        // better turns up. ENOENT means "not here", unless the file is here:
+        // then it is its interpreter that is missing (see exec_failure).
         let mut denied = None;
         for dir in PATH.split(':').filter(|_| !name.is_empty()) {
             let candidate = CString::new([dir.as_bytes(), b"/", name].concat())?;
             match execve(&candidate, &self.argv, &self.env).unwrap_err() {
-                Errno::ENOENT | Errno::ENOTDIR => continue,
+                Errno::ENOENT | Errno::ENOTDIR if !exists(&candidate) => continue,
                 errno => denied = denied.or(Some((candidate, errno))),
             }
         }
@@ -97,7 +98,7 @@ fn exec_failure(path: &CString, errno: Errno) -> anyhow::Error {
     // program's interpreter: the dynamic loader named in the ELF header, or
     // the #! line of a script. A classic trap with dynamically linked binaries
     // copied into a minimal root filesystem.
-    if Path::new(std::ffi::OsStr::from_bytes(path.as_bytes())).exists() {
+    if exists(path) {
         return Failure {
             status: NOT_EXECUTABLE,
             message: format!(
@@ -108,6 +109,11 @@ fn exec_failure(path: &CString, errno: Errno) -> anyhow::Error {
         .into();
     }
     not_found(path)
+}
+
+/// Whether a file is there (following links, as execve does).
+fn exists(path: &CString) -> bool {
+    Path::new(std::ffi::OsStr::from_bytes(path.as_bytes())).exists()
 }
 
 fn not_found(name: &CString) -> anyhow::Error {
