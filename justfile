@@ -31,6 +31,20 @@ setup:
         cargo install --locked mdbook --version {{mdbook_version}}
     fi
 
+# Check this machine for what the workshop needs, and say what to do about each problem
+[no-exit-message]
+doctor:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p ferry-tests --bin ferry-lab
+    # The tools are looked up on your PATH, which sudo would replace; the
+    # kernel probes need root. Without sudo, the doctor says what it could not do.
+    export FERRY_DOCTOR_PATH="${FERRY_DOCTOR_PATH:-$PATH}"
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo true; then
+        exec sudo env FERRY_DOCTOR_PATH="$FERRY_DOCTOR_PATH" target/debug/ferry-lab doctor
+    fi
+    exec target/debug/ferry-lab doctor
+
 # Build every step and the lab tools
 build:
     cargo build --workspace

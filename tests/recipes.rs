@@ -47,11 +47,16 @@ fn trials() -> Vec<Trial> {
         run_step_rebuilds_a_stale_rootfs_beside_a_running_container,
         shell_runs_a_script_in_a_lab_and_removes_it,
         shell_environment_is_the_transcripts,
+        doctor_passes_here_and_leaves_nothing_behind,
+        doctor_fails_without_mdbook,
     ]
     .into_iter()
     .map(|trial| privilege.gate(trial))
     .collect();
-    trials.extend(trials![setup_installs_no_recommended_packages]);
+    trials.extend(trials![
+        setup_installs_no_recommended_packages,
+        doctor_is_listed_with_a_description,
+    ]);
     trials
 }
 
@@ -349,5 +354,245 @@ fn setup_installs_no_recommended_packages() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Every check `just doctor` makes, in its order, each on a line of its own.
+const DOCTOR_CHECKS: [&str; 24] = [
+    "root",
+    "machine",
+    "pid namespace",
+    "uts namespace",
+    "ipc namespace",
+    "mount namespace",
+    "cgroup namespace",
+    "network namespace",
+    "overlayfs",
+    "cgroups",
+    "cgroup controllers",
+    "clone3",
+    "veth",
+    "nftables",
+    "rust",
+    "just",
+    "mdbook",
+    "busybox",
+    "runc",
+    "qemu",
+    "cpio",
+    "iproute2",
+    "firewall",
+    "disk",
+];
+
+/// One line of `just doctor`'s report: `FAIL mdbook: not on your PATH…`.
+struct Finding {
+    status: String,
+    check: String,
+    text: String,
+}
+
+/// `just doctor`'s report: each check's line, in order, and the summary
+/// line. Fails unless every check has exactly one line.
+fn doctor_report(outcome: &Outcome) -> Result<(Vec<Finding>, String)> {
+    let mut lines: Vec<&str> = outcome.stdout.lines().collect();
+    let summary = lines
+        .pop()
+        .with_context(|| format!("no output:\n{outcome}"))?;
+    let mut findings = Vec::new();
+    for line in lines {
+        let (status, rest) = line
+            .split_once(' ')
+            .with_context(|| format!("not a check's line: {line:?}"))?;
+        let (check, text) = rest
+            .trim_start()
+            .split_once(": ")
+            .with_context(|| format!("no `check: finding` in {line:?}"))?;
+        ensure!(
+            ["ok", "warn", "FAIL"].contains(&status),
+            "status {status:?} in {line:?}"
+        );
+        findings.push(Finding {
+            status: status.to_owned(),
+            check: check.to_owned(),
+            text: text.to_owned(),
+        });
+    }
+    let checks: Vec<&str> = findings.iter().map(|f| f.check.as_str()).collect();
+    ensure!(
+        checks == DOCTOR_CHECKS,
+        "expected one line for each check, in order: {DOCTOR_CHECKS:?}; got {checks:?}\n{outcome}"
+    );
+    let count = |status: &str| findings.iter().filter(|f| f.status == status).count();
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let expected = format!(
+        "{} ok, {}, {}",
+        count("ok"),
+        plural(count("warn"), "warning"),
+        plural(count("FAIL"), "problem")
+    );
+    ensure!(
+        summary == expected,
+        "expected the summary {expected:?}, got {summary:?}"
+    );
+    Ok((findings, summary.to_owned()))
+}
+
+fn doctor(path: Option<&str>) -> Run {
+    let run = Run::new("just")
+        .args(["doctor"])
+        .current_dir(&workspace())
+        .deadline(RECIPE_DEADLINE);
+    match path {
+        Some(path) => run.env("FERRY_DOCTOR_PATH", path),
+        None => run,
+    }
+}
+
+/// What the doctor's probes could leave on the host if they leaked, each
+/// a list of lines.
+struct HostState {
+    mounts: Vec<String>,
+    named_netns: Vec<String>,
+    /// The probes' interface names, which must only ever exist in their
+    /// own network namespaces.
+    probe_interfaces: Vec<String>,
+    /// The doctor's scratch dirs under target/ferry-tests (`…-doctor`).
+    doctor_scratch: Vec<String>,
+}
+
+impl HostState {
+    fn now() -> Result<Self> {
+        let netns = Run::new("ip").args(["netns", "list"]).output()?;
+        ensure!(netns.status == 0, "ip netns list:\n{netns}");
+        let names = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        let lines = |text: &str| text.lines().map(str::to_owned).collect();
+        Ok(Self {
+            mounts: lines(&ferry_tests::host::mount_table()?),
+            named_netns: lines(&netns.stdout),
+            probe_interfaces: names(Path::new("/sys/class/net"))
+                .into_iter()
+                .filter(|name| name.starts_with("ferryprobe"))
+                .collect(),
+            doctor_scratch: names(&ferry_tests::target_dir().join("ferry-tests"))
+                .into_iter()
+                .filter(|name| name.ends_with("-doctor"))
+                .collect(),
+        })
+    }
+
+    /// What is in `after` and was not here before, and what is gone.
+    fn left_behind(&self, after: &Self) -> Vec<String> {
+        let pairs = [
+            ("mount", &self.mounts, &after.mounts),
+            ("network namespace", &self.named_netns, &after.named_netns),
+            ("interface", &self.probe_interfaces, &after.probe_interfaces),
+            ("scratch dir", &self.doctor_scratch, &after.doctor_scratch),
+        ];
+        let mut changes = Vec::new();
+        for (what, before, after) in pairs {
+            let added = after.iter().filter(|line| !before.contains(line));
+            let gone = before.iter().filter(|line| !after.contains(line));
+            changes.extend(added.map(|line| format!("new {what}: {line}")));
+            changes.extend(gone.map(|line| format!("{what} gone: {line}")));
+        }
+        changes
+    }
+}
+
+/// This machine has everything after `just setup`: no check may fail, and
+/// the probes leave no mount, namespace, interface or scratch dir.
+fn doctor_passes_here_and_leaves_nothing_behind() -> Result<()> {
+    let before = HostState::now()?;
+    let outcome = doctor(None).output()?;
+    let after = HostState::now()?;
+    ensure!(outcome.status == 0, "just doctor failed:\n{outcome}");
+    let (findings, summary) = doctor_report(&outcome)?;
+    ensure!(
+        summary.ends_with(", 0 problems"),
+        "a check failed:\n{outcome}"
+    );
+    for finding in &findings {
+        ensure!(
+            finding.status != "FAIL",
+            "{} failed:\n{outcome}",
+            finding.check
+        );
+    }
+    let left = before.left_behind(&after);
+    ensure!(
+        left.is_empty(),
+        "the doctor left something behind:\n{}",
+        left.join("\n")
+    );
+    Ok(())
+}
+
+/// The learner's PATH with every copy of `tool` hidden: each folder that
+/// holds one is replaced by a folder of links to everything else in it.
+fn path_without(tool: &str, scratch: &Scratch) -> Result<String> {
+    let path = std::env::var_os("PATH").context("no PATH")?;
+    let mut dirs = Vec::new();
+    for (n, dir) in std::env::split_paths(&path).enumerate() {
+        if !dir.join(tool).exists() {
+            dirs.push(dir);
+            continue;
+        }
+        let copy = scratch.join(&format!("path-{n}"));
+        fs::create_dir(&copy)?;
+        for entry in fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            if name != tool {
+                std::os::unix::fs::symlink(dir.join(&name), copy.join(&name))?;
+            }
+        }
+        dirs.push(copy);
+    }
+    let joined = std::env::join_paths(dirs)?;
+    Ok(joined.to_string_lossy().into_owned())
+}
+
+/// A check that fails is reported as failing, and so is the whole run.
+fn doctor_fails_without_mdbook() -> Result<()> {
+    let scratch = Scratch::new("path-without-mdbook")?;
+    let path = path_without("mdbook", &scratch)?;
+    let outcome = doctor(Some(&path)).output()?;
+    ensure!(
+        outcome.status == 1,
+        "expected status 1 without mdbook:\n{outcome}"
+    );
+    let (findings, summary) = doctor_report(&outcome)?;
+    let failed: Vec<&Finding> = findings.iter().filter(|f| f.status == "FAIL").collect();
+    ensure!(
+        failed.len() == 1
+            && failed[0].check == "mdbook"
+            && failed[0]
+                .text
+                .starts_with("not on your PATH: `just setup` installs mdBook"),
+        "expected mdbook, and only mdbook, to fail:\n{outcome}"
+    );
+    ensure!(summary.ends_with(", 1 problem"), "summary: {summary:?}");
+    Ok(())
+}
+
+fn doctor_is_listed_with_a_description() -> Result<()> {
+    let listed = Run::new("just")
+        .args(["--list"])
+        .current_dir(&workspace())
+        .output()?;
+    ensure!(
+        listed.stdout.lines().any(|line| {
+            let line = line.trim();
+            line.starts_with("doctor ") && line.contains("# Check this machine")
+        }),
+        "`just --list` shows no described doctor recipe:\n{listed}"
+    );
     Ok(())
 }

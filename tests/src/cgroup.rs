@@ -8,24 +8,53 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// Every cgroup mount: (mount point, version 1 controllers or empty for v2).
-fn mounts() -> Result<Vec<(PathBuf, Vec<String>)>> {
-    let mountinfo =
-        fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
-    Ok(mountinfo
+/// A cgroup filesystem, as /proc/self/mountinfo lists it:
+/// `32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub point: PathBuf,
+    /// cgroup2; otherwise a v1 hierarchy.
+    pub v2: bool,
+    /// The filesystem's options; a v1 hierarchy's controllers are among
+    /// them (`rw,cpu,cpuacct`), next to options such as `name=systemd`.
+    pub options: Vec<String>,
+    /// Mounted read-only: no cgroup can be made in it (a container's view).
+    pub read_only: bool,
+}
+
+/// Every cgroup mount in a mountinfo text, in mount order.
+pub fn parse_mounts(mountinfo: &str) -> Vec<Mount> {
+    mountinfo
         .lines()
         .filter_map(|line| {
+            // Before " - ": id, parent, device, root, mount point, mount
+            // options, optional fields; after it: type, source, fs options.
             let (mount, filesystem) = line.split_once(" - ")?;
             let mut fields = filesystem.split(' ');
             let (kind, options) = (fields.next()?, fields.nth(1)?);
-            let point = PathBuf::from(mount.split(' ').nth(4)?);
-            match kind {
-                "cgroup2" => Some((point, Vec::new())),
-                "cgroup" => Some((point, options.split(',').map(str::to_owned).collect())),
-                _ => None,
-            }
+            let v2 = match kind {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            let mut mount = mount.split(' ');
+            let point = PathBuf::from(mount.nth(4)?);
+            let read_only = mount.next()?.split(',').any(|o| o == "ro");
+            let options: Vec<String> = options.split(',').map(str::to_owned).collect();
+            Some(Mount {
+                point,
+                v2,
+                read_only: read_only || options.iter().any(|o| o == "ro"),
+                options,
+            })
         })
-        .collect())
+        .collect()
+}
+
+fn mounts() -> Result<Vec<Mount>> {
+    let mountinfo =
+        fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    Ok(parse_mounts(&mountinfo))
 }
 
 /// The directories of `pid`'s cgroups, one per hierarchy it is in.
@@ -41,14 +70,17 @@ pub fn dirs_of(pid: i32) -> Result<Vec<PathBuf>> {
         else {
             continue;
         };
-        let mount = mounts.iter().find(|(_, options)| match id {
-            "0" => options.is_empty(),
-            _ => controllers
-                .split(',')
-                .any(|c| options.iter().any(|o| o == c)),
+        let mount = mounts.iter().find(|mount| match id {
+            "0" => mount.v2,
+            _ => {
+                !mount.v2
+                    && controllers
+                        .split(',')
+                        .any(|c| mount.options.iter().any(|o| o == c))
+            }
         });
-        if let Some((point, _)) = mount {
-            dirs.push(point.join(path.trim_start_matches('/')));
+        if let Some(mount) = mount {
+            dirs.push(mount.point.join(path.trim_start_matches('/')));
         }
     }
     Ok(dirs)
@@ -159,7 +191,7 @@ impl Parent {
         mounts()
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|(point, _)| fs::read_dir(point.join(&self.name)).ok())
+            .filter_map(|mount| fs::read_dir(mount.point.join(&self.name)).ok())
             .flat_map(|entries| entries.flatten().map(|entry| entry.path()))
             .filter(|path| path.is_dir())
             .collect()
@@ -178,8 +210,8 @@ impl Drop for Parent {
                 );
             }
         }
-        for (point, _) in mounts().unwrap_or_default() {
-            let parent = point.join(&self.name);
+        for mount in mounts().unwrap_or_default() {
+            let parent = mount.point.join(&self.name);
             if parent.exists()
                 && let Err(error) = fs::remove_dir(&parent)
             {
@@ -216,22 +248,115 @@ fn remove_leaf(leaf: &Path) -> Result<()> {
 
 /// Whether a parent cgroup of this name exists in any hierarchy.
 pub fn parent_exists(name: &str) -> Result<bool> {
-    Ok(mounts()?.iter().any(|(point, _)| point.join(name).exists()))
+    Ok(mounts()?
+        .iter()
+        .any(|mount| mount.point.join(name).exists()))
+}
+
+/// The cgroup layouts a host can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup2 at /sys/fs/cgroup.
+    Unified,
+    /// v1 hierarchies, and an empty cgroup2 at /sys/fs/cgroup/unified.
+    Hybrid,
+    /// v1 hierarchies only.
+    Legacy,
+}
+
+impl Layout {
+    /// The layout, decided as the runtimes decide it: by what is mounted at
+    /// /sys/fs/cgroup. None when no cgroup filesystem is mounted at all.
+    pub fn of(mounts: &[Mount]) -> Option<Self> {
+        let v2_at = |point: &str| {
+            mounts
+                .iter()
+                .any(|mount| mount.v2 && mount.point == Path::new(point))
+        };
+        if v2_at("/sys/fs/cgroup") {
+            Some(Self::Unified)
+        } else if v2_at("/sys/fs/cgroup/unified") {
+            Some(Self::Hybrid)
+        } else if mounts.iter().any(|mount| !mount.v2) {
+            Some(Self::Legacy)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unified => "v2 (unified)",
+            Self::Hybrid => "hybrid (v1 controllers, v2 beside them)",
+            Self::Legacy => "v1 (legacy)",
+        }
+    }
 }
 
 /// The host's cgroup layout, as the runtimes name it.
 pub fn layout_name() -> &'static str {
-    let mounts = mounts().unwrap_or_default();
-    let v2_at = |point: &str| {
-        mounts
-            .iter()
-            .any(|(mount, options)| options.is_empty() && mount == std::path::Path::new(point))
-    };
-    if v2_at("/sys/fs/cgroup") {
-        "v2 (unified)"
-    } else if v2_at("/sys/fs/cgroup/unified") {
-        "hybrid (v1 controllers, v2 beside them)"
-    } else {
-        "v1 (legacy)"
+    Layout::of(&mounts().unwrap_or_default())
+        .unwrap_or(Layout::Legacy)
+        .name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A systemd host on cgroup v2 (Debian 12).
+    const UNIFIED: &str = "\
+22 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw
+25 24 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+35 25 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+
+    /// systemd's hybrid layout, with cpu and cpuacct mounted together.
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+32 31 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+33 31 0:30 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,xattr,name=systemd
+34 31 0:31 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,pids
+";
+
+    /// v1 only, as a host without systemd mounts it (cgroupfs-mount).
+    const LEGACY: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+";
+
+    /// Inside a container started without --privileged: v2, read-only.
+    const READ_ONLY: &str = "\
+600 599 0:30 / /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw,nsdelegate
+";
+
+    #[test]
+    fn layout_is_what_is_mounted_at_sys_fs_cgroup() {
+        let layout = |text| Layout::of(&parse_mounts(text));
+        assert_eq!(layout(UNIFIED), Some(Layout::Unified));
+        assert_eq!(layout(HYBRID), Some(Layout::Hybrid));
+        assert_eq!(layout(LEGACY), Some(Layout::Legacy));
+        assert_eq!(layout(READ_ONLY), Some(Layout::Unified));
+        assert_eq!(layout(&UNIFIED[..UNIFIED.find("35 25").unwrap()]), None);
+    }
+
+    #[test]
+    fn mounts_keep_their_controllers_and_read_only_flag() {
+        let mounts = parse_mounts(HYBRID);
+        assert_eq!(mounts.len(), 5, "the tmpfs is not a cgroup mount");
+        assert_eq!(
+            mounts[2],
+            Mount {
+                point: PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"),
+                v2: false,
+                options: vec!["rw".into(), "cpu".into(), "cpuacct".into()],
+                read_only: false,
+            }
+        );
+        assert!(mounts[0].v2 && !mounts[0].read_only);
+        assert!(parse_mounts(READ_ONLY)[0].read_only);
     }
 }

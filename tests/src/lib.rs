@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod book;
 pub mod cgroup;
+pub mod doctor;
 pub mod host;
 pub mod lab;
 pub mod rootfs;

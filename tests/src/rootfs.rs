@@ -34,7 +34,7 @@ fn built_at(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-const BUSYBOX: &str = "/bin/busybox";
+pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
 const DIRECTORIES: [&str; 13] = [
     "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "home", "proc", "sys", "dev", "tmp",
@@ -258,7 +258,7 @@ fn link_applet(root: &Path, applet: &str) -> Result<()> {
 
 /// Whether an x86-64/aarch64 ELF file has no program interpreter (PT_INTERP),
 /// that is, whether the kernel can run it without a dynamic loader.
-fn is_static(elf: &[u8]) -> bool {
+pub(crate) fn is_static(elf: &[u8]) -> bool {
     let u16_at = |at: usize| {
         elf.get(at..at + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use ferry_tests::lab::Lab;
-use ferry_tests::{bench, book, rootfs, steps, transcript};
+use ferry_tests::{bench, book, doctor, rootfs, steps, transcript};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
@@ -44,6 +44,16 @@ enum Chore {
     /// Run every transcript in the book and write its actual output back,
     /// and render the book's pictures
     Bless,
+    /// Check this machine for what the workshop needs, and say what to do
+    /// about each problem; exits 1 if there is one (as root: the kernel
+    /// probes need it)
+    Doctor,
+    /// One of the doctor's kernel probes, in a process of its own
+    #[command(hide = true)]
+    Probe {
+        #[command(subcommand)]
+        probe: doctor::Probe,
+    },
     /// Time every step's start against runc and the bare-namespace floor
     Bench {
         /// Measured runs of each case
@@ -89,6 +99,8 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             }
         }
         Chore::Shell => return shell(),
+        Chore::Doctor => return doctor::run(),
+        Chore::Probe { probe } => probe.run()?,
         Chore::Diffs => {
             let all = steps::workspace_steps()?;
             for pair in all.windows(2) {
