@@ -80,9 +80,12 @@ pub fn diff_path(step: &Step) -> PathBuf {
 
 /// The book's diff for `after` must be what the step folders give now.
 pub fn check_diff(before: &Step, after: &Step) -> Result<()> {
-    let path = diff_path(after);
-    let fresh = step_diff(before, after)?;
-    match fs::read_to_string(&path) {
+    is_fresh(&diff_path(after), &step_diff(before, after)?)
+}
+
+/// A generated file of the book must hold what its sources give now.
+fn is_fresh(path: &Path, fresh: &str) -> Result<()> {
+    match fs::read_to_string(path) {
         Ok(text) if text == fresh => Ok(()),
         Ok(_) => bail!(
             "{} is stale: regenerate it with `just bless`",
@@ -178,16 +181,7 @@ pub fn render_diagram(source: &Path) -> Result<String> {
 
 /// The book's SVG for `source` must be what its text renders to now.
 pub fn check_diagram(source: &Path) -> Result<()> {
-    let path = svg_path(source);
-    let fresh = render_diagram(source)?;
-    match fs::read_to_string(&path) {
-        Ok(text) if text == fresh => Ok(()),
-        Ok(_) => bail!(
-            "{} is stale: regenerate it with `just bless`",
-            path.display()
-        ),
-        Err(error) => bail!("{}: {error}: generate it with `just bless`", path.display()),
-    }
+    is_fresh(&svg_path(source), &render_diagram(source)?)
 }
 
 /// Renders every picture whose SVG is missing or stale.
