@@ -71,11 +71,13 @@ fn enter_container(rootfs: &Path, command: &Command) -> Result<Infallible> {
     // no descriptor but 0, 1 and 2.
     signals::restore_defaults()?;
     fds::close_on_exec_above_stdio()?;
+    // ANCHOR: lab01-1-chroot Change the root: chroot(2) into ROOTFS, then chdir("/") so the command does not start outside it [01-chroot.md#the-idea]
     chroot(rootfs).with_context(|| format!("chroot into {}", rootfs.display()))?;
     // chroot changes what "/" means but not the current directory, which still
     // points at the host's tree. Without this chdir the command would start
     // outside its own root.
     chdir("/").context("chdir to the new root")?;
+    // ANCHOR_END: lab01-1-chroot
     command.exec()
 }
 // ANCHOR_END: child

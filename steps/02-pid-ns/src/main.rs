@@ -95,13 +95,17 @@ fn enter_container(rootfs: &Path, hostname: &str, command: &Command) -> Result<I
     // host's, still wired to it; cut the wires so nothing mounted here
     // shows up on the host.
     mounts::make_all_private()?;
+    // ANCHOR: lab02-2-hostname Name the container: sethostname(2), which only changes the new UTS namespace's name [02-pid-ns.md#the-code]
     // The UTS namespace is ours alone: this changes no one else's hostname.
     sethostname(hostname).with_context(|| format!("set the hostname to {hostname}"))?;
+    // ANCHOR_END: lab02-2-hostname instead:
+    // ANCHOR: lab01-1-chroot Change the root: chroot(2) into ROOTFS, then chdir("/") so the command does not start outside it [01-chroot.md#the-idea]
     chroot(rootfs).with_context(|| format!("chroot into {}", rootfs.display()))?;
     // chroot changes what "/" means but not the current directory, which still
     // points at the host's tree. Without this chdir the command would start
     // outside its own root.
     chdir("/").context("chdir to the new root")?;
+    // ANCHOR_END: lab01-1-chroot
     mounts::mount_proc()?;
     command.exec()
 }

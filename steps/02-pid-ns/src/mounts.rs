@@ -27,7 +27,9 @@ pub fn make_all_private() -> Result<()> {
 /// of the process that mounts it: ours, so the command sees its own
 /// processes and nobody else's.
 pub fn mount_proc() -> Result<()> {
+    // ANCHOR: lab02-3-proc Mount a fresh proc filesystem on /proc: it shows the PID namespace of whoever mounts it [02-pid-ns.md#the-code]
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mount proc on /proc")
+    // ANCHOR_END: lab02-3-proc instead: Ok(())
 }
 // ANCHOR_END: proc

@@ -20,10 +20,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 // ANCHOR: flags
+// ANCHOR: lab02-1-namespaces New PID, UTS and IPC namespaces for the child, beside the mount namespace: CLONE_NEWPID, CLONE_NEWUTS, CLONE_NEWIPC [02-pid-ns.md#the-idea]
 const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWUTS)
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWNS);
+// ANCHOR_END: lab02-1-namespaces instead: const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS;
 // ANCHOR_END: flags
 
 /// The child's stack. clone() without CLONE_VM gives the child a copy of our

@@ -114,8 +114,10 @@ fn enter_container(
     // host's, still wired to it; cut the wires so nothing mounted here
     // shows up on the host.
     mounts::make_all_private()?;
+    // ANCHOR: lab02-2-hostname Name the container: sethostname(2), which only changes the new UTS namespace's name [02-pid-ns.md#the-code]
     // The UTS namespace is ours alone: this changes no one else's hostname.
     sethostname(hostname).with_context(|| format!("set the hostname to {hostname}"))?;
+    // ANCHOR_END: lab02-2-hostname instead:
     overlay::mount_overlay(rootfs, dir)?;
     mounts::pivot_into(&dir.merged())?;
     mounts::mount_proc()?;

@@ -39,12 +39,14 @@ pub fn make_all_private() -> Result<()> {
 /// of the new one at "/"; unmounting "." then takes the old root away, with
 /// no directory needed to park it in.
 pub fn pivot_into(new_root: &Path) -> Result<()> {
+    // ANCHOR: lab03-3-pivot Make the overlay the root: chdir into it, pivot_root(".", "."), then detach the old root with umount2(MNT_DETACH) [03-mount-overlay.md#pivot_root-a-new-root-and-the-old-one-gone]
     chdir(new_root).with_context(|| format!("chdir to {}", new_root.display()))?;
     pivot_root(".", ".").with_context(|| format!("pivot_root into {}", new_root.display()))?;
     // MNT_DETACH: the old root is busy (everything on the host uses it), so
     // detach it from our tree now and let the kernel free it when unused.
     umount2(".", MntFlags::MNT_DETACH).context("detach the old root")?;
     chdir("/").context("chdir to the new root")
+    // ANCHOR_END: lab03-3-pivot instead: nix::unistd::chroot(new_root).with_context(|| format!("chroot into {}", new_root.display()))?; chdir("/").context("chdir to the new root")
 }
 // ANCHOR_END: pivot
 
@@ -54,8 +56,10 @@ pub fn pivot_into(new_root: &Path) -> Result<()> {
 /// processes and nobody else's.
 pub fn mount_proc() -> Result<()> {
     fs::create_dir_all("/proc").context("create /proc")?;
+    // ANCHOR: lab02-3-proc Mount a fresh proc filesystem on /proc: it shows the PID namespace of whoever mounts it [02-pid-ns.md#the-code]
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("proc"), "/proc", Some("proc"), flags, None::<&str>).context("mount proc on /proc")
+    // ANCHOR_END: lab02-3-proc instead: Ok(())
 }
 // ANCHOR_END: proc
 
@@ -65,8 +69,10 @@ pub fn mount_proc() -> Result<()> {
 /// with CAP_SYS_ADMIN, root in the container can remount it read-write.
 pub fn mount_sys() -> Result<()> {
     fs::create_dir_all("/sys").context("create /sys")?;
+    // ANCHOR: lab03-4-sys Mount sysfs on /sys, read-only (MS_RDONLY) [03-mount-overlay.md#the-code]
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("sysfs"), "/sys", Some("sysfs"), flags, None::<&str>)
         .context("mount sysfs read-only on /sys")
+    // ANCHOR_END: lab03-4-sys instead: Ok(())
 }
 // ANCHOR_END: sys

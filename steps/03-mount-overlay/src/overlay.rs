@@ -21,6 +21,7 @@ use crate::state::ContainerDir;
 
 // ANCHOR: mount_overlay
 pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
+    // ANCHOR: lab03-1-overlay Mount an overlay on the container's merged/: ROOTFS as the lower layer, its upper/ and work/ under --root (mount(2), type "overlay") [03-mount-overlay.md#overlay-one-writable-layer-on-a-read-only-image]
     let mut options = OsString::from("lowerdir=");
     options.push(escape(rootfs));
     options.push(",upperdir=");
@@ -49,6 +50,7 @@ pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
             merged.display()
         ))
     })
+    // ANCHOR_END: lab03-1-overlay instead: mount(Some(rootfs), &dir.merged(), None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|errno| anyhow::anyhow!("bind-mount {}: {errno}", rootfs.display()))
 }
 // ANCHOR_END: mount_overlay
 
@@ -57,6 +59,7 @@ pub fn mount_overlay(rootfs: &Path, dir: &ContainerDir) -> Result<()> {
 /// lower layer, unless a '\' comes before them; it then drops the '\'.
 /// Without this, ROOTFS `/srv/a:b` would be two layers, `/srv/a` and `b`.
 fn escape(path: &Path) -> OsString {
+    // ANCHOR: lab03-2-escape Escape a path for overlayfs's options: a '\' before each ',', ':' and '\' [03-mount-overlay.md#the-code]
     let mut escaped = Vec::new();
     for &byte in path.as_os_str().as_bytes() {
         if matches!(byte, b'\\' | b':' | b',') {
@@ -65,5 +68,6 @@ fn escape(path: &Path) -> OsString {
         escaped.push(byte);
     }
     OsString::from_vec(escaped)
+    // ANCHOR_END: lab03-2-escape
 }
 // ANCHOR_END: escape

@@ -61,6 +61,7 @@ impl ContainerDir {
     /// Removes the folders of containers whose runtime died, and returns
     /// their ids. A folder whose lock we can take has no runtime alive.
     pub fn remove_left_behind(&self) -> Result<Vec<String>> {
+        // ANCHOR: lab03-6-left-behind Remove what dead runtimes left: every container folder under --root whose lock (flock) nobody holds [03-mount-overlay.md#the-code]
         let root = self.path.parent().expect("ROOT/ID");
         let _root = lock(root, true)?;
         let mut removed = Vec::new();
@@ -79,6 +80,7 @@ impl ContainerDir {
             removed.push(id.to_owned());
         }
         Ok(removed)
+        // ANCHOR_END: lab03-6-left-behind instead: Ok(Vec::new())
     }
     // ANCHOR_END: left_behind
 

@@ -122,6 +122,7 @@ impl Cgroup {
 /// Removes the cgroup a runtime that died left under PARENT (`id`), in
 /// whichever layout this host has.
 pub fn remove_left_behind(parent: &str, id: &str) -> Result<()> {
+    // ANCHOR: lab04-7-left-behind Remove the cgroup a dead runtime left: PARENT/ID in every cgroup mount of /proc/self/mountinfo [04-cgroups.md#cleaning-up]
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
     for line in mountinfo.lines() {
@@ -138,6 +139,7 @@ pub fn remove_left_behind(parent: &str, id: &str) -> Result<()> {
         }
     }
     Ok(())
+    // ANCHOR_END: lab04-7-left-behind instead: Ok(())
 }
 
 // ANCHOR: remove

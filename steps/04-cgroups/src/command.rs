@@ -60,6 +60,7 @@ impl Command {
     /// Replaces this process with the command. Returns only on failure, with
     /// status 127 if the command does not exist and 126 if it cannot run.
     pub fn exec(&self) -> Result<Infallible> {
+        // ANCHOR: lab01-2-exec Become the command: execve(2) it with the clean environment, by path or searched in PATH; 127 if not found, 126 if it cannot run (exec_failure, not_found) [01-chroot.md#when-exec-fails]
         let name = self.argv[0].as_bytes();
         if name.contains(&b'/') {
             let errno = execve(&self.argv[0], &self.argv, &self.env).unwrap_err();
@@ -81,6 +82,7 @@ impl Command {
             Some((path, errno)) => exec_failure(&path, errno),
             None => not_found(&self.argv[0]),
         })
+        // ANCHOR_END: lab01-2-exec
     }
     // ANCHOR_END: exec
 }

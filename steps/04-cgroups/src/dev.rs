@@ -31,6 +31,7 @@ const LINKS: [(&str, &str); 5] = [
 // ANCHOR_END: devices
 
 pub fn mount_dev() -> Result<()> {
+    // ANCHOR: lab03-5-dev A /dev of its own: a tmpfs, the six character devices (mknod), the links, a newinstance devpts and /dev/shm [03-mount-overlay.md#the-code]
     fs::create_dir_all("/dev").context("create /dev")?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME;
     mount(
@@ -59,6 +60,7 @@ pub fn mount_dev() -> Result<()> {
     }
     mount_pts()?;
     mount_shm()
+    // ANCHOR_END: lab03-5-dev instead: Ok(())
 }
 
 /// A devpts of our own: `newinstance` keeps the container's terminals apart

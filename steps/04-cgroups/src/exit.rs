@@ -39,6 +39,7 @@ pub fn code_for(error: &anyhow::Error) -> u8 {
 // ANCHOR: code_of
 /// The exit status that relays how the container's command ended.
 pub fn code_of(status: WaitStatus) -> u8 {
+    // ANCHOR: lab01-3-status Relay how the command ended: its exit code, or 128+N for death by signal N (WaitStatus) [01-chroot.md#the-code]
     match status {
         WaitStatus::Exited(_, code) => code as u8,
         // Shells report death by signal N as 128+N: 137 for SIGKILL (9).
@@ -46,5 +47,6 @@ pub fn code_of(status: WaitStatus) -> u8 {
         // waitpid without WUNTRACED or WCONTINUED reports only the two above.
         _ => RUNTIME_FAILURE,
     }
+    // ANCHOR_END: lab01-3-status
 }
 // ANCHOR_END: code_of

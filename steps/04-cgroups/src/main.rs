@@ -144,8 +144,10 @@ fn enter_container(
     // host's, still wired to it; cut the wires so nothing mounted here
     // shows up on the host.
     mounts::make_all_private()?;
+    // ANCHOR: lab02-2-hostname Name the container: sethostname(2), which only changes the new UTS namespace's name [02-pid-ns.md#the-code]
     // The UTS namespace is ours alone: this changes no one else's hostname.
     sethostname(hostname).with_context(|| format!("set the hostname to {hostname}"))?;
+    // ANCHOR_END: lab02-2-hostname instead:
     overlay::mount_overlay(rootfs, dir)?;
     mounts::pivot_into(&dir.merged())?;
     mounts::mount_proc()?;
@@ -165,6 +167,7 @@ fn parent(child: Pid, cgroup: &Cgroup, handoff: Handoff) -> Result<u8> {
     let status = waitpid(child, None).context("wait for the container")?;
     started?;
     let code = exit::code_of(status);
+    // ANCHOR: lab04-6-oom Tell an out-of-memory kill from the command's own status: the cgroup's oom_kill count, and SIGKILL of the first process [04-cgroups.md#out-of-memory]
     let oom_kills = cgroup.oom_kills()?;
     if oom_kills == 0 {
         return Ok(code);
@@ -183,5 +186,6 @@ fn parent(child: Pid, cgroup: &Cgroup, handoff: Handoff) -> Result<u8> {
         "warning: the out-of-memory killer ended {oom_kills} process(es) in the container (limit {limit})"
     );
     Ok(code)
+    // ANCHOR_END: lab04-6-oom instead: Ok(code)
 }
 // ANCHOR_END: parent

@@ -21,10 +21,12 @@ use nix::sched::{CloneFlags, unshare};
 use nix::unistd::Pid;
 
 // ANCHOR: flags
+// ANCHOR: lab02-1-namespaces New PID, UTS and IPC namespaces for the child, beside the mount namespace: CLONE_NEWPID, CLONE_NEWUTS, CLONE_NEWIPC [02-pid-ns.md#the-idea]
 const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWPID
     .union(CloneFlags::CLONE_NEWUTS)
     .union(CloneFlags::CLONE_NEWIPC)
     .union(CloneFlags::CLONE_NEWNS);
+// ANCHOR_END: lab02-1-namespaces instead: const NAMESPACES: CloneFlags = CloneFlags::CLONE_NEWNS;
 // ANCHOR_END: flags
 
 /// Where the child starts: in its cgroup already, or where we are.
@@ -86,6 +88,7 @@ pub fn clone_child(cgroup: Option<BorrowedFd>) -> Result<Cloned> {
 
 /// clone3 with the cgroup: returns 0 in the child and its pid in the parent.
 fn clone3_into(cgroup: BorrowedFd) -> Result<libc::pid_t, Errno> {
+    // ANCHOR: lab04-2-clone3 Start the child inside its v2 cgroup: clone3(2) with CLONE_INTO_CGROUP and the cgroup's open directory in CloneArgs [04-cgroups.md#into-the-cgroup-before-the-first-instruction]
     let mut args = CloneArgs {
         flags: NAMESPACES.bits() as u64 | CLONE_INTO_CGROUP,
         // Tell us when it ends, like a forked child, so waitpid works.
@@ -105,6 +108,7 @@ fn clone3_into(cgroup: BorrowedFd) -> Result<libc::pid_t, Errno> {
         )
     };
     Errno::result(pid).map(|pid| pid as libc::pid_t)
+    // ANCHOR_END: lab04-2-clone3 instead: Err(Errno::ENOSYS)
 }
 
 /// The classic clone(2), used as fork with flags (no new stack: the child
@@ -127,6 +131,8 @@ fn clone() -> Result<libc::pid_t> {
 /// root. (Not a clone flag: clone3 makes the namespace before it places the
 /// child, so its root would be the runtime's cgroup.)
 pub fn enter_cgroup_namespace() -> Result<()> {
+    // ANCHOR: lab04-4-cgroupns Make its own cgroup the root of the tree it sees: unshare(CLONE_NEWCGROUP) [04-cgroups.md#the-containers-view-a-cgroup-namespace]
     unshare(CloneFlags::CLONE_NEWCGROUP).context("unshare a cgroup namespace")
+    // ANCHOR_END: lab04-4-cgroupns instead: Ok(())
 }
 // ANCHOR_END: cgroup_namespace

@@ -61,7 +61,9 @@ pub fn restore_defaults() -> Result<()> {
 /// namespace ignores signals it has no handler for, but not a SIGKILL that
 /// comes from outside its namespace, as this one does.
 pub fn die_with_runtime() -> Result<()> {
+    // ANCHOR: lab02-4-die-with-runtime Die with the runtime: prctl(PR_SET_PDEATHSIG) with SIGKILL [02-pid-ns.md#the-container-dies-with-its-runtime]
     set_pdeathsig(Signal::SIGKILL).context("set the parent-death signal")
+    // ANCHOR_END: lab02-4-die-with-runtime instead: Ok(())
 }
 // ANCHOR_END: die_with_runtime
 

@@ -74,6 +74,7 @@ impl Leaves {
 
     // ANCHOR: limit
     fn limit(&self, limits: &Limits) -> Result<()> {
+        // ANCHOR: lab04-8-limit-v1 v1 and hybrid hosts: write the limits: memory.limit_in_bytes (and memsw), cpu.cfs_period_us and cpu.cfs_quota_us, pids.max [04-cgroups.md#v1-and-hybrid-hosts]
         let memory = self.dir_of("memory");
         if let Some(bytes) = limits.memory {
             write(memory, "memory.limit_in_bytes", bytes)?;
@@ -92,6 +93,7 @@ impl Leaves {
             write(self.dir_of("pids"), "pids.max", pids)?;
         }
         Ok(())
+        // ANCHOR_END: lab04-8-limit-v1 instead: Ok(())
     }
     // ANCHOR_END: limit
 
@@ -102,10 +104,12 @@ impl Leaves {
     /// microseconds; the parent writing the child's pid to `cgroup.procs`
     /// waits on a global lock for an RCU grace period, often 10-20 ms.
     pub fn join(&self) -> Result<()> {
+        // ANCHOR: lab04-9-join-v1 v1 and hybrid hosts: the child moves itself into every hierarchy: "0" into each tasks file [04-cgroups.md#v1-and-hybrid-hosts]
         for dir in &self.dirs {
             write(dir, "tasks", 0)?;
         }
         Ok(())
+        // ANCHOR_END: lab04-9-join-v1 instead: Ok(())
     }
     // ANCHOR_END: join
 
@@ -121,6 +125,7 @@ impl Leaves {
     /// as on the host. In a cgroup namespace the container's own cgroup is
     /// each hierarchy's root, where programs read their limits.
     pub fn mount_in_container(&self) -> Result<()> {
+        // ANCHOR: lab04-10-mount-v1 v1 and hybrid hosts: a read-only tmpfs on /sys/fs/cgroup, each hierarchy mounted read-only in it, as on the host [04-cgroups.md#v1-and-hybrid-hosts]
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(Some("tmpfs"), MOUNT, Some("tmpfs"), flags, Some("mode=755"))
             .with_context(|| format!("mount tmpfs on {MOUNT}"))?;
@@ -156,6 +161,7 @@ impl Leaves {
             None::<&str>,
         )
         .with_context(|| format!("remount {MOUNT} read-only"))
+        // ANCHOR_END: lab04-10-mount-v1 instead: Ok(())
     }
 }
 

@@ -58,6 +58,7 @@ impl Leaf {
 
     // ANCHOR: limit
     fn limit(&self, limits: &Limits) -> Result<()> {
+        // ANCHOR: lab04-1-limit-v2 Write the limits into the v2 cgroup: memory.max (and memory.swap.max 0), cpu.max as "QUOTA PERIOD", pids.max [04-cgroups.md#the-code]
         if let Some(bytes) = limits.memory {
             write(&self.dir, "memory.max", bytes)?;
             // No swap beyond the limit, or it would only slow the container
@@ -78,6 +79,7 @@ impl Leaf {
             write(&self.dir, "pids.max", pids)?;
         }
         Ok(())
+        // ANCHOR_END: lab04-1-limit-v2 instead: Ok(())
     }
     // ANCHOR_END: limit
 
@@ -85,7 +87,9 @@ impl Leaf {
     /// The fallback for kernels before 5.7, which cannot start a child in a
     /// cgroup: the child moves itself in ("0" is the writer itself).
     pub fn join(&self) -> Result<()> {
+        // ANCHOR: lab04-3-join-v2 Where clone3 cannot place it, the child moves itself into its cgroup: "0" into cgroup.procs [04-cgroups.md#into-the-cgroup-before-the-first-instruction]
         write(&self.dir, "cgroup.procs", 0)
+        // ANCHOR_END: lab04-3-join-v2 instead: Ok(())
     }
     // ANCHOR_END: join
 
@@ -157,8 +161,10 @@ fn enable_controllers_in(dir: &Path) -> Result<()> {
 /// filesystem at /sys/fs/cgroup, read-only. Its root is the container's
 /// own cgroup, where programs read their limits (the JVM and Go do).
 pub fn mount_in_container() -> Result<()> {
+    // ANCHOR: lab04-5-mount-v2 Mount the cgroup2 filesystem read-only on /sys/fs/cgroup, inside the cgroup namespace [04-cgroups.md#the-containers-view-a-cgroup-namespace]
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("cgroup2"), MOUNT, Some("cgroup2"), flags, None::<&str>)
         .with_context(|| format!("mount cgroup2 read-only on {MOUNT}"))
+    // ANCHOR_END: lab04-5-mount-v2 instead: Ok(())
 }
 // ANCHOR_END: mount
