@@ -133,6 +133,18 @@ shell: build rootfs
     set -euo pipefail
     exec {{sudo}} target/debug/ferry-lab shell
 
+# Write labs/NN-slug: step N with the code that teaches its idea cut out, for you to write (--force replaces your work)
+[positional-arguments]
+[no-exit-message]
+lab N *FLAGS:
+    @cargo run -q -p ferry-tests --bin ferry-lab -- lab "$@"
+
+# Grade your labs/NN-slug with the behaviour suite as step N (--json FILE, --junit FILE: a report for an instructor)
+[positional-arguments]
+[no-exit-message]
+check N *FLAGS: rootfs
+    @cargo run -q -p ferry-tests --bin ferry-lab -- check "$@"
+
 # Run the behaviour suite against step N's binary
 test-step N: build rootfs
     FERRY_STEPS={{N}} {{as_root}} cargo test -q -p ferry-tests --test behaviours
@@ -155,7 +167,7 @@ bench *ARGS: setup rootfs
 book: setup
     mdbook serve book --open
 
-# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the book's checks, the cgroup test machine in every layout
+# Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the labs, the book's checks, the cgroup test machine in every layout
 test: setup build rootfs vm-image
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings
@@ -165,7 +177,7 @@ test: setup build rootfs vm-image
     mkdir -p target/ferry/bench
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --runs 3 --warmup 1 --out target/ferry/bench/quick.md > /dev/null
     cargo test -q --workspace --lib --bins
-    {{as_root}} cargo test -p ferry-tests --test behaviours --test book --test vm --test recipes
+    {{as_root}} cargo test -p ferry-tests --test behaviours --test labs --test book --test vm --test recipes
 
 # Build the book and fail on any warning
 book-check:

@@ -9,79 +9,91 @@ use ferry_tests::cgroup;
 use nix::unistd::{SysconfVar, sysconf};
 
 use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run, process_named};
-use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
+use crate::{Behaviour, Kind::BadInput, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "memory_limit_ends_in_oom_kill",
+        hint: "--memory: memory.max (v2) or memory.limit_in_bytes (v1); an OOM kill is 137 and says so (book: Step 04 › Out of memory)",
         since: 4,
         kind: Feature,
         check: memory_limit_ends_in_oom_kill,
     },
     Behaviour {
         name: "pids_limit_stops_a_fork_loop",
+        hint: "--pids-limit: pids.max stops a fork loop (book: Step 04 › The code)",
         since: 4,
         kind: Feature,
         check: pids_limit_stops_a_fork_loop,
     },
     Behaviour {
         name: "cpu_limit_throttles",
+        hint: "--cpus: cpu.max (v2) or the CFS quota and period (v1) (book: Step 04 › The code)",
         since: 4,
         kind: Feature,
         check: cpu_limit_throttles,
     },
     Behaviour {
         name: "cgroup_is_removed_on_exit",
+        hint: "the container runs in cgroups of its own under the parent, removed when it ends (book: Step 04 › Cleaning up)",
         since: 4,
         kind: Feature,
         check: cgroup_is_removed_on_exit,
     },
     Behaviour {
         name: "memory_as_docker_reads_it",
+        hint: "--memory parsed as Docker parses it: 64m, 1.5g, 32Gb, 0 for no limit (book: Step 04 › The code)",
         since: 4,
         kind: Feature,
         check: memory_as_docker_reads_it,
     },
     Behaviour {
         name: "cpus_as_docker_reads_them",
+        hint: "--cpus parsed as Docker's NanoCPUs, the quota rounded down (book: Step 04 › The code)",
         since: 4,
         kind: Feature,
         check: cpus_as_docker_reads_them,
     },
     Behaviour {
         name: "pids_limit_as_docker_reads_it",
+        hint: "--pids-limit 0 or less means no limit (book: Step 04 › The code)",
         since: 4,
         kind: Feature,
         check: pids_limit_as_docker_reads_it,
     },
     Behaviour {
         name: "oom_of_another_process_is_a_warning",
+        hint: "an OOM kill of another process than the first is a warning, and the status stays the command's (book: Step 04 › Out of memory)",
         since: 4,
         kind: Feature,
         check: oom_of_another_process_is_a_warning,
     },
     Behaviour {
         name: "sees_its_own_cgroup_as_the_root",
+        hint: "/proc/self/cgroup shows the container's cgroup as the root: a cgroup namespace (book: Step 04 › The container's view: a cgroup namespace)",
         since: 4,
         kind: Feature,
         check: sees_its_own_cgroup_as_the_root,
     },
     Behaviour {
         name: "reads_its_limits_in_sys_fs_cgroup",
+        hint: "the container's own cgroup is mounted read-only at /sys/fs/cgroup (book: Step 04 › The container's view: a cgroup namespace)",
         since: 4,
         kind: Feature,
         check: reads_its_limits_in_sys_fs_cgroup,
     },
     Behaviour {
         name: "removes_the_cgroup_a_dead_runtime_left",
+        hint: "the next run removes the cgroup a kill -9'd runtime left (book: Step 04 › Cleaning up)",
         since: 4,
         kind: Feature,
         check: removes_the_cgroup_a_dead_runtime_left,
     },
     Behaviour {
         name: "rejects_bad_limits",
+        hint: "bad --memory, --cpus or --pids-limit: exit 125 before anything is created (book: Step 04 › The code)",
         since: 4,
-        kind: RejectedBefore,
+        kind: BadInput,
         check: rejects_bad_limits,
     },
 ];

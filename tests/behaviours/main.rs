@@ -5,6 +5,8 @@
 //! also FAIL on the step just before it, so that no test can pass on a
 //! runtime that lacks the feature. See `ferry_tests::steps` for choosing the
 //! binary under test (`FERRY_BIN`, `FERRY_STEP`, `FERRY_STEPS`).
+//! With `FERRY_REPORT=FILE` the suite also writes what happened to each
+//! behaviour as JSON, for `just check` (see `ferry_tests::grade`).
 
 mod basics;
 mod cgroups;
@@ -13,8 +15,10 @@ mod mount_overlay;
 mod pid_ns;
 
 use std::process::ExitCode;
+use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use ferry_tests::grade::Verdict;
 use ferry_tests::steps::{self, Step};
 use libtest_mimic::{Failed, Trial};
 
@@ -23,6 +27,9 @@ pub use check::Ctx;
 /// One observable behaviour of a step binary.
 pub struct Behaviour {
     pub name: &'static str,
+    /// What it checks, and where the book explains it: shown to a learner
+    /// whose lab fails it.
+    pub hint: &'static str,
     /// The step that introduces it.
     pub since: u8,
     pub kind: Kind,
@@ -31,11 +38,18 @@ pub struct Behaviour {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Something a step adds: it must fail on the step before.
+    /// Something a step adds: it must fail on the step before, and on a lab
+    /// of the step that nobody has written yet.
     Feature,
-    /// Bad input that the step before rejects as well (with an "unknown
-    /// option" error, say), so it is exempt from failing there.
-    RejectedBefore,
+    /// A promise that every step from `since` on keeps, though no code of
+    /// that step's own makes it true (step 01 gives the terminal back only
+    /// because it makes no PID namespace to take it): exempt from failing
+    /// on an unwritten lab of that step.
+    Kept,
+    /// Bad input, which the step before rejects as well (with an "unknown
+    /// option" error, say), and so may a lab before it is written: exempt
+    /// from failing on either.
+    BadInput,
 }
 
 fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
@@ -46,8 +60,22 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
         .chain(cgroups::BEHAVIOURS)
 }
 
+/// What each trial found, for FERRY_REPORT.
+static VERDICTS: Mutex<Vec<Verdict>> = Mutex::new(Vec::new());
+
 fn main() -> ExitCode {
-    ferry_tests::run_trials(trials())
+    let code = ferry_tests::run_trials(trials());
+    if let Some(path) = std::env::var_os("FERRY_REPORT") {
+        let verdicts = VERDICTS.lock().expect("no trial panicked holding it");
+        let report = ferry_tests::grade::to_json(&verdicts).to_string();
+        if let Err(error) = std::fs::write(&path, report)
+            .with_context(|| format!("write the report {}", path.to_string_lossy()))
+        {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    code
 }
 
 fn trials() -> Result<Vec<Trial>> {
@@ -73,9 +101,31 @@ fn trials() -> Result<Vec<Trial>> {
 }
 
 fn passes_on(step: Step, behaviour: &'static Behaviour) -> Trial {
-    Trial::test(format!("{}::{}", step.label(), behaviour.name), move || {
-        let ctx = Ctx::new(step)?;
-        (behaviour.check)(&ctx).map_err(|error| Failed::from(format!("{error:#}")))
+    let name = format!("{}::{}", step.label(), behaviour.name);
+    Trial::test(name.clone(), move || {
+        let outcome = Ctx::new(step).and_then(|ctx| (behaviour.check)(&ctx));
+        let message = outcome.as_ref().err().map(|error| format!("{error:#}"));
+        VERDICTS
+            .lock()
+            .expect("no trial panicked holding it")
+            .push(Verdict {
+                trial: name,
+                behaviour: behaviour.name.to_owned(),
+                since: behaviour.since,
+                feature: behaviour.kind == Kind::Feature,
+                passed: message.is_none(),
+                message: message.clone().unwrap_or_default(),
+                hint: behaviour.hint.to_owned(),
+            });
+        match message {
+            None => Ok(()),
+            // A learner grading their own code reads what the behaviour
+            // is about, not only what went wrong.
+            Some(message) if steps::grading() => {
+                Err(format!("{message}\nchecks: {}", behaviour.hint).into())
+            }
+            Some(message) => Err(Failed::from(message)),
+        }
     })
 }
 

@@ -12,85 +12,98 @@ use crate::check::{
     Ctx, HostMarker, expect, expect_error, kill_runtime_mid_run, leaves_mounts_alone, listing,
     process_named, same_tree, snapshot,
 };
-use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
+use crate::{Behaviour, Kind::BadInput, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "writes_leave_rootfs_unchanged",
+        hint: "writes land in an overlay's upper layer, and ROOTFS stays as it was (book: Step 03 › Overlay: one writable layer on a read-only image)",
         since: 3,
         kind: Feature,
         check: writes_leave_rootfs_unchanged,
     },
     Behaviour {
         name: "containers_do_not_share_writes",
+        hint: "two containers of one ROOTFS each have a writable layer of their own (book: Step 03 › Overlay: one writable layer on a read-only image)",
         since: 3,
         kind: Feature,
         check: containers_do_not_share_writes,
     },
     Behaviour {
         name: "writable_layer_lives_under_root",
+        hint: "the upper layer lives under --root while the container runs, and is removed after (book: Step 03 › The code)",
         since: 3,
         kind: Feature,
         check: writable_layer_lives_under_root,
     },
     Behaviour {
         name: "chroot_escape_stays_inside",
+        hint: "chapter 1's breakout reaches only the container's root: pivot_root(2) and a detached old root (book: Step 03 › pivot_root: a new root, and the old one gone)",
         since: 3,
         kind: Feature,
         check: chroot_escape_stays_inside,
     },
     Behaviour {
         name: "mount_table_is_its_own",
+        hint: "inside, the overlay is / and no host mount is visible; the host's table is unchanged (book: Step 03 › pivot_root: a new root, and the old one gone)",
         since: 3,
         kind: Feature,
         check: mount_table_is_its_own,
     },
     Behaviour {
         name: "dev_holds_only_minimal_devices",
+        hint: "/dev is a tmpfs with null, zero, full, random, urandom, tty and a devpts of its own (book: Step 03 › The code)",
         since: 3,
         kind: Feature,
         check: dev_holds_only_minimal_devices,
     },
     Behaviour {
         name: "sys_is_read_only",
+        hint: "/sys is mounted, read-only (book: Step 03 › The code)",
         since: 3,
         kind: Feature,
         check: sys_is_read_only,
     },
     Behaviour {
         name: "removes_what_a_dead_runtime_left",
+        hint: "the next run removes the folder a kill -9'd runtime left under --root, told dead by its lock (book: Step 03 › The code)",
         since: 3,
         kind: Feature,
         check: removes_what_a_dead_runtime_left,
     },
     Behaviour {
         name: "paths_may_hold_overlay_separators",
+        hint: "',' ':' and '\\' in ROOTFS or --root are escaped in the overlay's options (book: Step 03 › The code)",
         since: 3,
         kind: Feature,
         check: paths_may_hold_overlay_separators,
     },
     Behaviour {
         name: "rejects_rootfs_overlay_cannot_stack_on",
+        hint: "a ROOTFS overlayfs cannot stack on (procfs): exit 125, a clear error, nothing left (book: Step 03 › Try it)",
         since: 3,
         kind: Feature,
         check: rejects_rootfs_overlay_cannot_stack_on,
     },
     Behaviour {
         name: "rejects_unwritable_root",
+        hint: "a --root that cannot be created: exit 125, a clear error (book: Step 03 › Try it)",
         since: 3,
-        kind: RejectedBefore,
+        kind: BadInput,
         check: rejects_unwritable_root,
     },
     Behaviour {
         name: "rejects_root_inside_rootfs",
+        hint: "a --root inside ROOTFS: exit 125, a clear error (book: Step 03 › Try it)",
         since: 3,
-        kind: RejectedBefore,
+        kind: BadInput,
         check: rejects_root_inside_rootfs,
     },
     Behaviour {
         name: "rejects_root_through_a_symlink_into_rootfs",
+        hint: "a --root that leads into ROOTFS through a symlink: refused before anything is created (book: Step 03 › Try it)",
         since: 3,
-        kind: RejectedBefore,
+        kind: BadInput,
         check: rejects_root_through_a_symlink_into_rootfs,
     },
 ];

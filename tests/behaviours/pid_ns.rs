@@ -5,55 +5,63 @@ use anyhow::{Context, Result, ensure};
 use ferry_tests::host;
 
 use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run, leaves_mounts_alone, listing};
-use crate::{Behaviour, Kind::Feature, Kind::RejectedBefore};
+use crate::{Behaviour, Kind::BadInput, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
         name: "command_is_pid_1",
+        hint: "the command is PID 1: clone(2) with CLONE_NEWPID (book: Step 02 › The idea)",
         since: 2,
         kind: Feature,
         check: command_is_pid_1,
     },
     Behaviour {
         name: "sees_only_its_own_processes",
+        hint: "/proc inside lists only the container's processes: a new PID namespace and a proc mount of it (book: Step 02 › The idea)",
         since: 2,
         kind: Feature,
         check: sees_only_its_own_processes,
     },
     Behaviour {
         name: "mounts_its_own_proc",
+        hint: "/proc is a fresh proc mount, made in the container's own mount namespace (book: Step 02 › The code)",
         since: 2,
         kind: Feature,
         check: mounts_its_own_proc,
     },
     Behaviour {
         name: "gets_new_namespaces",
+        hint: "the container's PID, UTS, IPC and mount namespaces differ from the host's (/proc/self/ns) (book: Step 02 › The idea)",
         since: 2,
         kind: Feature,
         check: gets_new_namespaces,
     },
     Behaviour {
         name: "sets_hostname",
+        hint: "--hostname NAME: sethostname(2) inside a new UTS namespace (book: Step 02 › The code)",
         since: 2,
         kind: Feature,
         check: sets_hostname,
     },
     Behaviour {
         name: "generates_a_hostname",
+        hint: "without --hostname, the hostname is a new 12-hex-digit id (book: Step 02 › The code)",
         since: 2,
         kind: Feature,
         check: generates_a_hostname,
     },
     Behaviour {
         name: "dies_with_its_runtime",
+        hint: "kill -9 of the runtime ends the container: PR_SET_PDEATHSIG (book: Step 02 › The container dies with its runtime)",
         since: 2,
         kind: Feature,
         check: dies_with_its_runtime,
     },
     Behaviour {
         name: "rejects_bad_hostname",
+        hint: "a hostname RFC 1123 does not allow: exit 125 and a one-line error (book: Step 02 › The code)",
         since: 2,
-        kind: RejectedBefore,
+        kind: BadInput,
         check: rejects_bad_hostname,
     },
 ];

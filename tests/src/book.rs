@@ -195,3 +195,37 @@ pub fn write_diagrams() -> Result<()> {
     }
     Ok(())
 }
+
+/// The ids mdBook gives a page's headings, for links to `page.md#id`: the
+/// heading's text, lower-cased, spaces as `-`, other punctuation dropped
+/// (mdBook's `normalize_id`), or the `{#id}` it names.
+pub fn heading_ids(page: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut in_code = false;
+    for line in page.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        }
+        let Some(heading) = line.strip_prefix('#').filter(|_| !in_code) else {
+            continue;
+        };
+        let heading = heading.trim_start_matches('#').trim();
+        if let Some((_, id)) = heading.strip_suffix('}').and_then(|h| h.rsplit_once("{#")) {
+            ids.push(id.to_owned());
+            continue;
+        }
+        ids.push(
+            heading
+                .chars()
+                .filter_map(|c| match c {
+                    c if c.is_alphanumeric() || c == '_' || c == '-' => {
+                        Some(c.to_ascii_lowercase())
+                    }
+                    c if c.is_whitespace() => Some('-'),
+                    _ => None,
+                })
+                .collect(),
+        );
+    }
+    ids
+}

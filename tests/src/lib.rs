@@ -6,11 +6,13 @@ pub mod bench;
 pub mod book;
 pub mod cgroup;
 pub mod doctor;
+pub mod grade;
 pub mod host;
 pub mod lab;
 pub mod rootfs;
 pub mod run;
 pub mod scratch;
+pub mod skeleton;
 pub mod steps;
 pub mod transcript;
 

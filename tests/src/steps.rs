@@ -56,6 +56,14 @@ pub fn workspace_steps() -> Result<Vec<Step>> {
     Ok(steps)
 }
 
+/// Step `number` of the workspace.
+pub fn workspace_step(number: u8) -> Result<Step> {
+    workspace_steps()?
+        .into_iter()
+        .find(|step| step.number == number)
+        .with_context(|| format!("there is no step {number} in steps/"))
+}
+
 /// The steps this run tests: see the module's documentation.
 pub fn under_test() -> Result<Vec<Step>> {
     let all = workspace_steps()?;

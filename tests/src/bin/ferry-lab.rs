@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use ferry_tests::lab::Lab;
-use ferry_tests::{bench, book, doctor, rootfs, steps, transcript};
+use ferry_tests::{bench, book, doctor, grade, rootfs, skeleton, steps, transcript};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
@@ -30,6 +30,31 @@ enum Chore {
         /// A static program to put into /bin (repeatable)
         #[arg(long = "program")]
         programs: Vec<PathBuf>,
+    },
+    /// Write labs/NN-slug: step N with the code that teaches its idea cut
+    /// out, for you to write
+    Lab {
+        step: u8,
+        /// Replace a lab that is there already (your work in it is lost)
+        #[arg(long)]
+        force: bool,
+        /// Where labs go [default: labs]
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
+    /// Build labs/NN-slug and run the behaviour suite against it as step N;
+    /// exits 1 if a behaviour fails
+    Check {
+        step: u8,
+        /// Where labs are [default: labs]
+        #[arg(long)]
+        labs: Option<PathBuf>,
+        /// Write the results as JSON to FILE too
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write the results as JUnit XML to FILE too
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Open a root shell in a new lab, as the book's console sessions
     /// expect; the lab is removed when the shell exits
@@ -99,6 +124,35 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             }
         }
         Chore::Shell => return shell(),
+        Chore::Lab { step, force, into } => {
+            let step = steps::workspace_step(step)?;
+            let labs = into.unwrap_or_else(|| ferry_tests::workspace().join("labs"));
+            let dest = grade::lab_folder(&labs, &step);
+            if dest.exists() {
+                ensure!(
+                    force,
+                    "{} exists, and may hold your work: `just lab {} --force` replaces it",
+                    dest.display(),
+                    step.number
+                );
+                fs::remove_dir_all(&dest).with_context(|| format!("remove {}", dest.display()))?;
+            }
+            let cuts = skeleton::write(&step, &dest)?;
+            eprintln!(
+                "lab {:02} is in {}: {} TODOs, listed in order in its README.md; \
+                 `just check {}` grades it",
+                step.number,
+                dest.display(),
+                cuts.len(),
+                step.number
+            );
+        }
+        Chore::Check {
+            step,
+            labs,
+            json,
+            junit,
+        } => return check(step, labs, json, junit),
         Chore::Doctor => return doctor::run(),
         Chore::Probe { probe } => probe.run()?,
         Chore::Diffs => {
@@ -117,7 +171,7 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             let at = all
                 .iter()
                 .position(|s| s.number == step)
-                .context("no such step")?;
+                .with_context(|| format!("there is no step {step} in steps/"))?;
             let before = at
                 .checked_sub(1)
                 .context("step 01 is where it starts: there is no diff")?;
@@ -150,6 +204,42 @@ fn chore(chore: Chore) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `just check N`: build the lab, grade it, report.
+fn check(
+    step: u8,
+    labs: Option<PathBuf>,
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let step = steps::workspace_step(step)?;
+    let labs = labs.unwrap_or_else(|| ferry_tests::workspace().join("labs"));
+    let folder = grade::lab_folder(&labs, &step);
+    ensure!(
+        folder.join("Cargo.toml").exists(),
+        "there is no lab for step {} in {}: `just lab {}` writes it",
+        step.number,
+        folder.display(),
+        step.number
+    );
+    let binary = grade::build(&folder, &step, &ferry_tests::target_dir())?;
+    let verdicts = grade::run_suite(&binary, &step)?;
+    print!("{}", grade::summary(&verdicts));
+    if let Some(path) = json {
+        let report = grade::json_report(&step, &folder, &verdicts);
+        fs::write(&path, format!("{report:#}\n"))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if let Some(path) = junit {
+        fs::write(&path, grade::junit_report(&step, &verdicts))
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(if verdicts.iter().all(|v| v.passed) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Runs a lab shell to its end and removes the lab; exits with the shell's
