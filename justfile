@@ -49,6 +49,23 @@ doctor:
 build:
     cargo build --workspace
 
+# Install the reference registry (Debian's docker-registry), skopeo and umoci: the registry tests and the classroom registry
+registry-setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    missing=$(for package in docker-registry skopeo umoci; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+    if [ -n "$missing" ]; then
+        {{sudo}} apt-get update -qq
+        {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    fi
+
+# Serve the workshop images from a registry of your own, for a room offline (0.0.0.0:5000 opens it to the room's network); Ctrl-C stops it
+[positional-arguments]
+[no-exit-message]
+classroom-registry ADDR="127.0.0.1:5000": registry-setup rootfs
+    @cargo build -q -p ferry-tests --bin ferry-lab
+    @{{sudo}} target/debug/ferry-lab classroom-registry --listen "$1"
+
 # Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup
     @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
@@ -168,7 +185,7 @@ book: setup
     mdbook serve book --open
 
 # Everything CI checks: format, lints, the book build, unit tests, the behaviour suite, the labs, the book's checks, the cgroup test machine in every layout
-test: setup build rootfs vm-image
+test: setup registry-setup build rootfs vm-image
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -q -- -D warnings
     just book-check

@@ -16,7 +16,7 @@ use ferry_tests::cgroup;
 use ferry_tests::run::{Outcome, Run};
 use ferry_tests::scratch::{Scratch, unique_name};
 use ferry_tests::transcript::{self, Entry};
-use ferry_tests::{privileged, rootfs, workspace};
+use ferry_tests::{privileged, registry, rootfs, workspace};
 use libtest_mimic::{Failed, Trial};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -49,6 +49,7 @@ fn trials() -> Vec<Trial> {
         shell_environment_is_the_transcripts,
         doctor_passes_here_and_leaves_nothing_behind,
         doctor_fails_without_mdbook,
+        classroom_registry_serves_the_workshop_images_until_ctrl_c,
     ]
     .into_iter()
     .map(|trial| privilege.gate(trial))
@@ -595,4 +596,43 @@ fn doctor_is_listed_with_a_description() -> Result<()> {
         "`just --list` shows no described doctor recipe:\n{listed}"
     );
     Ok(())
+}
+
+/// `just classroom-registry ADDR` serves the workshop images on ADDR (here a
+/// free loopback port, never another address) until Ctrl-C, which stops
+/// the registry with it.
+fn classroom_registry_serves_the_workshop_images_until_ctrl_c() -> Result<()> {
+    let place = Place::new()?;
+    let addr = free_loopback_port()?;
+    let mut running = place
+        .just(["classroom-registry", &addr.to_string()])
+        .env("FERRY_CLASSROOM_DIR", place.scratch.join("classroom"))
+        .spawn()?;
+    running.wait_for_line(&format!("  {addr}/ferry/busybox:latest"))?;
+    let tags = registry::get(addr, "/v2/ferry/busybox/tags/list")?;
+    ensure!(
+        tags == (
+            200,
+            "{\"name\":\"ferry/busybox\",\"tags\":[\"latest\"]}\n".to_owned()
+        ),
+        "the registry's tags for ferry/busybox: {tags:?}"
+    );
+    killpg(Pid::from_raw(running.pid()), Signal::SIGINT).context("send SIGINT")?;
+    let outcome = running.finish()?;
+    // 130: `just` itself was interrupted, and says so, as for any recipe.
+    ensure!(
+        outcome.status == 130 && outcome.stderr.contains("the registry stopped"),
+        "after Ctrl-C:\n{outcome}"
+    );
+    ensure!(
+        registry::get(addr, "/v2/").is_err(),
+        "something still answers on {addr} after Ctrl-C"
+    );
+    Ok(())
+}
+
+/// A loopback address whose port nothing listens on now.
+fn free_loopback_port() -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use ferry_tests::lab::Lab;
-use ferry_tests::{bench, book, doctor, grade, rootfs, skeleton, steps, transcript};
+use ferry_tests::{bench, book, doctor, grade, registry, rootfs, skeleton, steps, transcript};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
@@ -55,6 +55,16 @@ enum Chore {
         /// Write the results as JUnit XML to FILE too
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+    },
+    /// Serve the workshop images from a registry of our own until Ctrl-C
+    ClassroomRegistry {
+        /// Where it listens: 0.0.0.0:5000 for a room's network
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: String,
+        /// Where it keeps its images and configuration [default:
+        /// target/ferry/classroom]
+        #[arg(long, env = "FERRY_CLASSROOM_DIR")]
+        data: Option<PathBuf>,
     },
     /// Open a root shell in a new lab, as the book's console sessions
     /// expect; the lab is removed when the shell exits
@@ -124,6 +134,9 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             }
         }
         Chore::Shell => return shell(),
+        Chore::ClassroomRegistry { listen, data } => {
+            classroom_registry(&listen, &data.unwrap_or_else(registry::classroom_dir))?;
+        }
         Chore::Lab { step, force, into } => {
             let step = steps::workspace_step(step)?;
             let labs = into.unwrap_or_else(|| ferry_tests::workspace().join("labs"));
@@ -204,6 +217,26 @@ fn chore(chore: Chore) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `just classroom-registry`: start the registry, push the images, and
+/// serve until Ctrl-C, which reaches the registry too (same terminal).
+fn classroom_registry(listen: &str, data: &std::path::Path) -> Result<()> {
+    let server = registry::Registry::start(listen, data)?;
+    let images = server.push_workshop_images(&rootfs::built()?, &data.join("build"))?;
+    // Ctrl-C is for the registry, which stops; this process stays to say so.
+    // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
+    unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }.context("ignore SIGINT")?;
+    println!("serving the workshop images on {listen} until Ctrl-C:");
+    for image in &images {
+        println!("  {image}");
+    }
+    if listen.starts_with("0.0.0.0") {
+        println!("learners pull them by this machine's address instead of 127.0.0.1");
+    }
+    server.wait()?;
+    eprintln!("the registry stopped; its data stays in {}", data.display());
+    Ok(())
 }
 
 /// `just check N`: build the lab, grade it, report.
