@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use ferry_tests::netlab::NetLab;
 use ferry_tests::rootfs;
 use ferry_tests::run::{Outcome, Run, Running, wait_until};
 use ferry_tests::scratch::Scratch;
@@ -21,6 +22,9 @@ use nix::sys::signal::Signal;
 const ROOT_OPTION_SINCE: u8 = 3;
 /// The step from which `run` takes `--cgroup-parent NAME`.
 const CGROUP_PARENT_SINCE: u8 = 4;
+/// The step from which a container has a network of its own, made on the
+/// host: from then on every runtime of a test runs in a network lab.
+pub const NETWORK_SINCE: u8 = 5;
 
 pub struct Ctx {
     pub step: Step,
@@ -34,6 +38,9 @@ pub struct Ctx {
     pub state: Scratch,
     /// This test's own `--cgroup-parent`, from step 04 on; removed with the test.
     pub cgroup: cgroup::Parent,
+    /// The network namespaces the runtime runs in, from step 05 on: its
+    /// bridge, rules and containers are made there, never on this host.
+    pub net: Option<NetLab>,
 }
 
 impl Ctx {
@@ -46,18 +53,44 @@ impl Ctx {
         let copy = Scratch::new("rootfs")?;
         let rootfs = copy.join("rootfs");
         rootfs::copy(&rootfs::built()?, &rootfs)?;
-        Ok(Self {
+        Self {
             step,
             rootfs,
             _rootfs_copy: copy,
             state: Scratch::new("state")?,
             cgroup: cgroup::Parent::new(),
-        })
+            net: None,
+        }
+        .with_network_lab()
     }
 
-    /// The step binary, with no arguments yet.
+    fn with_network_lab(mut self) -> Result<Self> {
+        // For the step before too: its feature checks run in the same lab.
+        if self.step.number + 1 >= NETWORK_SINCE {
+            self.net = Some(NetLab::new()?);
+        }
+        Ok(self)
+    }
+
+    /// The network lab, for a behaviour of step 05 or later.
+    pub fn net(&self) -> Result<&NetLab> {
+        self.net
+            .as_ref()
+            .context("this step runs in no network lab")
+    }
+
+    /// The step binary, with no arguments yet (in the network lab, from
+    /// step 05 on).
     pub fn runtime(&self) -> Run {
-        Run::new(&self.step.binary)
+        match &self.net {
+            Some(net) => {
+                let prefix = net.command_prefix();
+                Run::new(&prefix[0])
+                    .args(&prefix[1..])
+                    .args([&self.step.binary])
+            }
+            None => Run::new(&self.step.binary),
+        }
     }
 
     /// `stepNN run OPTIONS ROOTFS COMMAND...` in the workshop rootfs.
@@ -89,7 +122,15 @@ impl Ctx {
     /// The whole `stepNN run …` command line, quoted for a shell.
     pub fn run_line(&self, options: &[&str], command: &[&str]) -> String {
         let quote = |word: &OsStr| format!("'{}'", word.to_string_lossy().replace('\'', r"'\''"));
-        std::iter::once(quote(self.step.binary.as_os_str()))
+        let prefix = self
+            .net
+            .as_ref()
+            .map(NetLab::command_prefix)
+            .unwrap_or_default();
+        prefix
+            .iter()
+            .map(|word| quote(word))
+            .chain(std::iter::once(quote(self.step.binary.as_os_str())))
             .chain(
                 self.run_args(&self.rootfs, options, command)
                     .iter()

@@ -12,6 +12,7 @@ mod basics;
 mod cgroups;
 mod check;
 mod mount_overlay;
+mod network;
 mod pid_ns;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
         .chain(pid_ns::BEHAVIOURS)
         .chain(mount_overlay::BEHAVIOURS)
         .chain(cgroups::BEHAVIOURS)
+        .chain(network::BEHAVIOURS)
 }
 
 /// What each trial found, for FERRY_REPORT.

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod grade;
 pub mod host;
 pub mod lab;
+pub mod netlab;
 pub mod registry;
 pub mod rootfs;
 pub mod run;

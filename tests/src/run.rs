@@ -245,6 +245,25 @@ impl Running {
         }
     }
 
+    /// The next line the run prints on stdout, without its newline.
+    pub fn next_line(&mut self) -> Result<String> {
+        let next = self
+            .stdout
+            .recv_timeout(self.deadline.saturating_duration_since(Instant::now()));
+        match next {
+            Ok(got) => {
+                self.seen.push_str(&got);
+                Ok(got.trim_end_matches('\n').to_owned())
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                bail!("{}: no line within {:?}", self.shown, self.limit)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                bail!("{}: stdout closed; it printed {:?}", self.shown, self.seen)
+            }
+        }
+    }
+
     /// Closes stdin: a container waiting in `read` goes on.
     pub fn close_stdin(&mut self) {
         if let Some(writer) = self.stdin.take() {

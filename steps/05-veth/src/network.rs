@@ -1,0 +1,376 @@
+//! The container's network: a network namespace of its own, joined to the
+//! host by a veth pair whose host end is plugged into a bridge.
+//!
+//! ```text
+//!   container netns          host netns
+//!   eth0 10.77.0.2/16 ═══ veth ═══ feXXXXXXXX ─┐
+//!   default via 10.77.0.1                      ├─ ferry0 10.77.0.1/16 ── NAT ── the host's uplink
+//!   (another container) ══ veth ══ feYYYYYYYY ─┘
+//! ```
+//!
+//! A veth pair is a cable: what goes in one end comes out of the other, and
+//! each end can live in a different network namespace. The bridge is a
+//! switch: every host end plugged into it can reach the others, and the
+//! bridge's own address is the containers' gateway to the host. Leaving the
+//! host, their packets get the host's address (masquerade, nat.rs).
+//!
+//! The links are made with iproute2's `ip`, the same commands the chapter
+//! types by hand, run in one `ip -batch` per namespace.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+use nix::sched::{CloneFlags, setns};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::ipam::{Lease, Pool, Subnet};
+use crate::nat::{self, Published};
+use crate::ports::Publish;
+
+/// The bridge every container of the `bridge` network is plugged into,
+/// made by the first one and left in place after, like Docker's docker0.
+pub const BRIDGE: &str = "ferry0";
+
+/// The subnet of the bridge: a /16 that neither Docker (172.17.0.0/16 and
+/// its pools in 172.18-31 and 192.168) nor Podman (10.88.0.0/16) take by
+/// default. $FERRY_SUBNET overrides it.
+const DEFAULT_SUBNET: &str = "10.77.0.0/16";
+
+/// `--network`, as Docker names the modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Its own network namespace, on the bridge: an address, a route out.
+    Bridge,
+    /// Its own network namespace with only `lo`: no way out at all.
+    None,
+    /// No network namespace: the host's interfaces, addresses and ports.
+    Host,
+}
+
+impl Mode {
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "bridge" => Ok(Self::Bridge),
+            "none" => Ok(Self::None),
+            "host" => Ok(Self::Host),
+            _ => Err("the networks are bridge, none and host".to_owned()),
+        }
+    }
+
+    /// Whether the container gets a network namespace of its own.
+    pub fn has_namespace(self) -> bool {
+        self != Self::Host
+    }
+}
+
+/// The subnet the bridge uses: $FERRY_SUBNET, or the default.
+pub fn subnet() -> Result<Subnet> {
+    let text = std::env::var("FERRY_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.to_owned());
+    Subnet::parse(&text).with_context(|| format!("FERRY_SUBNET={text}"))
+}
+
+// ANCHOR: bridge
+/// Makes the bridge, with the subnet's first address as its own, unless it
+/// is there already; and refuses a subnet that the host reaches otherwise
+/// (another network's route), since its addresses are someone else's.
+/// Called under the address pool's lock: one runtime at a time.
+pub fn ensure_bridge(subnet: &Subnet) -> Result<()> {
+    let gateway = format!("{}/{}", subnet.gateway(), subnet.prefix());
+    if let Some(addresses) = bridge_addresses()? {
+        ensure!(
+            addresses.contains(&gateway),
+            "the bridge {BRIDGE} exists with {}, not {gateway}: remove it (`ip link del {BRIDGE}`) \
+             or set FERRY_SUBNET to its subnet",
+            if addresses.is_empty() {
+                "no address".to_owned()
+            } else {
+                addresses.join(", ")
+            }
+        );
+        return Ok(());
+    }
+    refuse_overlap(subnet)?;
+    ip_batch(&[
+        format!("link add {BRIDGE} type bridge"),
+        format!("addr add {gateway} dev {BRIDGE}"),
+        format!("link set {BRIDGE} up"),
+    ])
+}
+// ANCHOR_END: bridge
+
+/// The bridge's IPv4 addresses (`10.77.0.1/16`), or None if there is no bridge.
+fn bridge_addresses() -> Result<Option<Vec<String>>> {
+    let output = Command::new(tool("ip")?)
+        .args(["-j", "addr", "show", "dev", BRIDGE])
+        .stderr(Stdio::null())
+        .output()
+        .context("run ip addr show")?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    let links: Value = serde_json::from_slice(&output.stdout).context("read ip's JSON")?;
+    let addresses = links[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["family"] == "inet")
+        .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
+        .collect();
+    Ok(Some(addresses))
+}
+
+/// A route the host has to part of the subnet (other than the default
+/// route, which reaches everything) means those addresses are in use.
+fn refuse_overlap(subnet: &Subnet) -> Result<()> {
+    let output = Command::new(tool("ip")?)
+        .args(["-j", "-4", "route", "show"])
+        .output()
+        .context("run ip route show")?;
+    let routes: Value = serde_json::from_slice(&output.stdout).context("read ip's JSON")?;
+    for route in routes.as_array().into_iter().flatten() {
+        let Some(dst) = route["dst"].as_str().filter(|dst| *dst != "default") else {
+            continue;
+        };
+        let Ok(other) = Subnet::parse(dst) else {
+            continue;
+        };
+        if other.overlaps(*subnet) {
+            let via = route["dev"].as_str().unwrap_or("?");
+            bail!(
+                "the subnet {subnet} overlaps the host's route to {dst} (dev {via}): \
+                 set FERRY_SUBNET to a subnet the host does not use"
+            );
+        }
+    }
+    Ok(())
+}
+
+// ANCHOR: connect
+/// The container's end of the network, made once its namespace exists:
+/// a veth pair from the bridge into the child's network namespace, where
+/// it becomes eth0 with the container's address and a default route.
+pub struct Veth {
+    host_end: String,
+}
+
+impl Veth {
+    pub fn connect(child: Pid, id: &str, lease: &Lease) -> Result<Self> {
+        // Interface names are at most 15 bytes: "fe" and 10 of the id's.
+        let host_end = format!("fe{}", &id[..10]);
+        let peer = format!("fc{}", &id[..10]);
+        // The peer is born in the child's namespace: `netns PID`.
+        ip_batch(&[
+            format!("link add {host_end} type veth peer name {peer} netns {child}"),
+            format!("link set {host_end} master {BRIDGE} up"),
+        ])?;
+        let veth = Self { host_end };
+        let subnet = lease.subnet();
+        in_namespace_of(child, || {
+            ip_batch(&[
+                format!("link set {peer} name eth0"),
+                format!("addr add {}/{} dev eth0", lease.address(), subnet.prefix()),
+                "link set eth0 up".to_owned(),
+                "link set lo up".to_owned(),
+                format!("route add default via {}", subnet.gateway()),
+            ])
+        })?;
+        Ok(veth)
+    }
+}
+
+/// Deleting one end of a veth pair deletes both. (If the container's
+/// namespace is gone, its end went with it, and so did ours.)
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let Ok(ip) = tool("ip") else { return };
+        let _ = Command::new(ip)
+            .args(["link", "del", &self.host_end])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+// ANCHOR_END: connect
+
+/// `--network none`: the namespace's loopback up, and nothing else.
+pub fn loopback_only(child: Pid) -> Result<()> {
+    in_namespace_of(child, || ip_batch(&["link set lo up".to_owned()]))
+}
+
+/// Runs `work` in the network namespace of `pid`, then comes back. The
+/// runtime is one thread, so setns moves all of it (and what it spawns).
+fn in_namespace_of<T>(pid: Pid, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let own = File::open("/proc/self/ns/net").context("open our network namespace")?;
+    let path = format!("/proc/{pid}/ns/net");
+    let theirs = File::open(&path).with_context(|| format!("open {path}"))?;
+    setns(theirs.as_fd(), CloneFlags::CLONE_NEWNET)
+        .context("enter the container's network namespace")?;
+    let result = work();
+    setns(own.as_fd(), CloneFlags::CLONE_NEWNET).context("come back to our network namespace")?;
+    result
+}
+
+/// Forwarding on: the host routes the containers' packets on, as a router
+/// does. (Per network namespace; Docker sets it too.)
+pub fn enable_forwarding() -> Result<()> {
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    if fs::read_to_string(path).is_ok_and(|on| on.trim() == "1") {
+        return Ok(());
+    }
+    fs::write(path, "1").with_context(|| format!("write 1 to {path}"))
+}
+
+/// `route_localnet` on the bridge: lets a connection from the host to
+/// 127.0.0.1:PORT be forwarded to a container. The kernel otherwise drops a
+/// packet with a loopback address that would leave through a real device.
+pub fn route_localnet() -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet");
+    fs::write(&path, "1").with_context(|| format!("write 1 to {path}"))
+}
+
+/// Runs `ip -batch -` with these commands, in the current namespace.
+pub fn ip_batch(commands: &[String]) -> Result<()> {
+    run_with_input("ip", &["-batch", "-"], &commands.join("\n"))
+}
+
+/// Runs a tool with `input` on its stdin, and fails with what it said.
+pub fn run_with_input(name: &str, args: &[&str], input: &str) -> Result<()> {
+    let mut child = Command::new(tool(name)?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {name}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .with_context(|| format!("write to {name}"))?;
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("wait for {name}"))?;
+    ensure!(
+        output.status.success(),
+        "{name} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+            .trim()
+            .replace('\n', "; ")
+    );
+    Ok(())
+}
+
+/// The tools the network needs, where Debian puts them (sudo's PATH may
+/// not reach them), or a clear error that names the package.
+pub fn tool(name: &str) -> Result<PathBuf> {
+    let package = match name {
+        "ip" => "iproute2",
+        _ => "nftables",
+    };
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .with_context(|| {
+            format!("the network needs the `{name}` command: apt-get install {package}")
+        })
+}
+
+/// The host's nameservers for the container's /etc/resolv.conf. A local
+/// stub resolver (systemd-resolved's 127.0.0.53) cannot be reached from
+/// the container's namespace: then the servers the stub itself asks, as
+/// Docker does.
+pub fn nameservers() -> Vec<Ipv4Addr> {
+    let read = |path: &str| -> Vec<Ipv4Addr> {
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("nameserver"))
+            .filter_map(|address| address.trim().parse().ok())
+            .collect()
+    };
+    let servers = read("/etc/resolv.conf");
+    if servers.iter().any(Ipv4Addr::is_loopback) {
+        let upstream: Vec<_> = read("/run/systemd/resolve/resolv.conf")
+            .into_iter()
+            .filter(|server| !server.is_loopback())
+            .collect();
+        return upstream;
+    }
+    servers
+}
+
+// ANCHOR: prepare
+/// What the container's network holds on the host while it runs: its
+/// address and its published ports' rules, given back when dropped (the
+/// rules first, so that they never point at an address someone else has).
+pub struct HostSide {
+    mode: Mode,
+    _published: Option<Published>,
+    lease: Option<Lease>,
+}
+
+/// Everything the host side needs before the container exists: the bridge,
+/// forwarding, the NAT rules, an address, the published ports.
+pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
+    if mode != Mode::Bridge {
+        ensure!(
+            ports.is_empty(),
+            "-p publishes a port of the container's own address: it needs --network bridge"
+        );
+        return Ok(HostSide {
+            mode,
+            _published: None,
+            lease: None,
+        });
+    }
+    let subnet = subnet()?;
+    // Under the pool's lock, all of it: the first of runtimes started at
+    // the same moment makes the bridge, the others find it whole; who is
+    // alive, whose rules go, which address and ports are free.
+    let pool = Pool::lock(subnet)?;
+    ensure_bridge(&subnet)?;
+    enable_forwarding()?;
+    route_localnet()?;
+    nat::prepare(subnet)?;
+    if let Some(chain) = nat::forwarding_blocked_by() {
+        eprintln!(
+            "warning: the host's firewall drops forwarded packets ({chain}, policy drop, \
+             as Docker's and ufw's do): the container reaches nothing beyond the host \
+             unless that chain accepts {BRIDGE}'s traffic"
+        );
+    }
+    let alive = pool.reclaim()?;
+    nat::remove_rules_of_the_dead(&alive)?;
+    let lease = pool.lease(id)?;
+    let published = Published::add(id, &lease, ports)?;
+    Ok(HostSide {
+        mode,
+        _published: published,
+        lease: Some(lease),
+    })
+}
+
+impl HostSide {
+    /// The container's address on the bridge, if it has one.
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.lease.as_ref().map(Lease::address)
+    }
+
+    /// Once the child's namespace exists: its end of the network.
+    pub fn connect(&self, child: Pid, id: &str) -> Result<Option<Veth>> {
+        match (&self.lease, self.mode) {
+            (Some(lease), _) => Veth::connect(child, id, lease).map(Some),
+            (None, Mode::None) => loopback_only(child).map(|()| None),
+            (None, _) => Ok(None),
+        }
+    }
+}
+// ANCHOR_END: prepare
