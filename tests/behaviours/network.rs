@@ -265,13 +265,21 @@ fn twenty_at_once_get_different_addresses(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// The lab host holds the bridge and nothing of any container.
+/// The lab host holds the bridge and nothing of any container. (The
+/// kernel removes a veth pair with the container's namespace, a moment
+/// after its last process: poll for that.)
 fn nothing_of_containers_left(ctx: &Ctx) -> Result<()> {
     let net = ctx.net()?;
-    let links = net.host_links()?;
+    let wanted = ["ferry0", "lo", "up0"];
+    let gone = wait_until(
+        "the container's veth pair to go",
+        Duration::from_secs(5),
+        || net.host_links().ok().filter(|links| *links == wanted),
+    );
     ensure!(
-        links == ["ferry0", "lo", "up0"],
-        "the lab host's links: {links:?} (the bridge, and nothing of a container)"
+        gone.is_ok(),
+        "the lab host's links: {:?} (the bridge, and nothing of a container)",
+        net.host_links()?
     );
     let rules = net.ferry_rules()?;
     ensure!(!rules.contains("comment \"ferry "), "rules left:\n{rules}");

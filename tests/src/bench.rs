@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 
 use crate::cgroup;
+use crate::netlab::NetLab;
 use crate::scratch::Scratch;
 use crate::steps::{self, Step};
 
@@ -112,6 +113,9 @@ fn percentiles(samples: &[Duration]) -> (Duration, Duration) {
 struct Fixtures {
     scratch: Scratch,
     cgroups: cgroup::Parent,
+    /// From step 05 a runtime makes a bridge and firewall rules: it runs in
+    /// a network lab, never on this machine's own network.
+    net: NetLab,
 }
 
 impl Fixtures {
@@ -119,6 +123,7 @@ impl Fixtures {
         Ok(Self {
             scratch: Scratch::new("bench")?,
             cgroups: cgroup::Parent::new(),
+            net: NetLab::new()?,
         })
     }
 
@@ -184,10 +189,34 @@ fn step_case(
     let name = format!("step{} {}", step.folder, extra.join(" "))
         .trim()
         .to_owned();
+    let binary = bin_dir.join(format!("step{}", step.folder));
+    if step.number < NETWORK_SINCE {
+        return Case {
+            name,
+            program: binary,
+            args,
+            numbered: false,
+        };
+    }
+    in_network_lab(fixtures, name, binary, args)
+}
+
+/// The step from which a runtime makes a network on the host.
+const NETWORK_SINCE: u8 = 5;
+
+/// A case run in the network lab, through nsenter (which execs it).
+fn in_network_lab(fixtures: &Fixtures, name: String, binary: PathBuf, args: Vec<String>) -> Case {
+    let prefix = fixtures.net.command_prefix();
+    let mut all: Vec<String> = prefix[1..]
+        .iter()
+        .map(|word| word.to_string_lossy().into_owned())
+        .collect();
+    all.push(binary.display().to_string());
+    all.extend(args);
     Case {
         name,
-        program: bin_dir.join(format!("step{}", step.folder)),
-        args,
+        program: PathBuf::from(&prefix[0]),
+        args: all,
         numbered: false,
     }
 }
@@ -215,6 +244,27 @@ pub fn run(options: &Options) -> Result<String> {
             .position(|case| case.name.starts_with("step02"))
             .map_or(cases.len(), |at| at + 1);
         cases.insert(after, limits);
+    }
+    // What the network costs: step 04 and step 05 both through nsenter in
+    // the lab, side by side, so that the difference is the network alone.
+    if let Some(step4) = all.iter().find(|step| step.number == 4) {
+        let plain = step_case(step4, &options.bin_dir, &fixtures, rootfs, &[]);
+        cases.push(in_network_lab(
+            &fixtures,
+            format!("{} (through nsenter, in the lab)", plain.name),
+            plain.program,
+            plain.args,
+        ));
+    }
+    if let Some(step5) = all.iter().find(|step| step.number == 5) {
+        let none = step_case(
+            step5,
+            &options.bin_dir,
+            &fixtures,
+            rootfs,
+            &["--network", "none"],
+        );
+        cases.push(none);
     }
     let bundle = fixtures.runc_bundle(rootfs)?;
     let runc_root = fixtures.scratch.join("runc");
@@ -247,6 +297,14 @@ pub fn run(options: &Options) -> Result<String> {
         "floor: unshare + chroot",
         "unshare",
         &chroot_floor,
+    ));
+    // The same with a network namespace: what step 05 starts from.
+    let mut with_net = vec!["--net"];
+    with_net.extend(chroot_floor);
+    cases.push(Case::new(
+        "floor with a network namespace: unshare --net + chroot",
+        "unshare",
+        &with_net,
     ));
     let main_rows = measure(&cases, options)?;
 
@@ -356,6 +414,16 @@ fn report(options: &Options, rows: &[Row], sized: &[Row]) -> String {
             "\nStep 04 with all three limits: {} runc's time (the goal: at most 0.50×) and {} the floor's (the goal: at most 2.00×).",
             ratio(limits.median, runc),
             ratio(limits.median, floor)
+        );
+    }
+    let lab_step4 = rows.iter().find(|row| row.name.contains("in the lab"));
+    let step5 = rows.iter().find(|row| row.name == "step05-veth");
+    if let (Some(before), Some(after)) = (lab_step4, step5) {
+        let added = after.median.as_secs_f64() - before.median.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "\nStep 05's network (a veth pair, an address, the bridge and its rules): {:.2} ms on top of step 04's start, both through nsenter in a network lab (the goal: at most 5 ms).",
+            added * 1000.0
         );
     }
     let _ = writeln!(

@@ -111,19 +111,23 @@ impl Pool {
         })
     }
 
-    /// Removes the leases whose owner is dead, and returns the ids of the
-    /// containers alive (their runtime holds its lease).
-    pub fn reclaim(&self) -> Result<Vec<String>> {
+    /// Removes the leases whose owner is dead; says how many, and which
+    /// containers are alive (their runtime holds its lease).
+    pub fn reclaim(&self) -> Result<Reclaimed> {
         let mut alive = Vec::new();
+        let mut dead = 0;
         for entry in
             fs::read_dir(&self.dir).with_context(|| format!("read {}", self.dir.display()))?
         {
             let path = entry?.path();
             match lock(&path, false) {
                 // We got the lock: its owner is gone.
-                Ok(_dead) => fs::remove_file(&path).with_context(|| {
-                    format!("remove {}, a dead container's lease", path.display())
-                })?,
+                Ok(_dead) => {
+                    fs::remove_file(&path).with_context(|| {
+                        format!("remove {}, a dead container's lease", path.display())
+                    })?;
+                    dead += 1;
+                }
                 Err(_) => alive.push(
                     fs::read_to_string(&path)
                         .unwrap_or_default()
@@ -132,7 +136,7 @@ impl Pool {
                 ),
             }
         }
-        Ok(alive)
+        Ok(Reclaimed { alive, dead })
     }
 
     /// Leases the lowest free address to container `id`.
@@ -163,6 +167,11 @@ impl Pool {
             _lock: lock,
         })
     }
+}
+
+pub struct Reclaimed {
+    pub alive: Vec<String>,
+    pub dead: usize,
 }
 
 /// One container's address, held while the runtime lives; given back when

@@ -103,6 +103,7 @@ fn run(args: cli::RunArgs) -> Result<u8> {
                 dir: &dir,
                 hostname: &hostname,
                 command: &command,
+                new_network,
             };
             child(born, &cgroup, &container, &handoff, &release)
         }
@@ -116,6 +117,8 @@ struct Container<'a> {
     dir: &'a ContainerDir,
     hostname: &'a str,
     command: &'a Command,
+    /// Whether it has a network namespace of its own.
+    new_network: bool,
 }
 // ANCHOR_END: run
 
@@ -166,6 +169,7 @@ fn enter_container(
         dir,
         hostname,
         command,
+        new_network,
     } = *container;
     // The command starts clean: default signal actions, nothing blocked, and
     // no descriptor but 0, 1 and 2.
@@ -187,6 +191,9 @@ fn enter_container(
     mounts::mount_sys()?;
     cgroup.mount_in_container()?;
     dev::mount_dev()?;
+    if new_network {
+        network::loopback_up()?;
+    }
     // The parent plugs in the network meanwhile: not a packet of the
     // command's may go out before eth0 has its address and route.
     release.wait()?;
@@ -208,9 +215,9 @@ fn parent(
 ) -> Result<u8> {
     signals::forward_to(child)?;
     // Its end of the veth pair can only be made now that its network
-    // namespace exists; removed when dropped, as we leave.
-    let _veth = match network.connect(child, id) {
-        Ok(veth) => veth,
+    // namespace exists.
+    match network.connect(child, id) {
+        Ok(()) => {}
         // A child that failed before we could connect it took its namespace
         // with it: its own error is the one that says why.
         Err(error) => {
@@ -222,8 +229,9 @@ fn parent(
             }
             return Err(error);
         }
-    };
+    }
     release.release()?;
+    network.warn_of_the_firewall();
     let started = handoff.wait_for_exec();
     let status = waitpid(child, None).context("wait for the container")?;
     started?;

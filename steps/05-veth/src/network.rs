@@ -80,50 +80,35 @@ pub fn subnet() -> Result<Subnet> {
 /// is there already; and refuses a subnet that the host reaches otherwise
 /// (another network's route), since its addresses are someone else's.
 /// Called under the address pool's lock: one runtime at a time.
-pub fn ensure_bridge(subnet: &Subnet) -> Result<()> {
-    let gateway = format!("{}/{}", subnet.gateway(), subnet.prefix());
-    if let Some(addresses) = bridge_addresses()? {
-        ensure!(
-            addresses.contains(&gateway),
-            "the bridge {BRIDGE} exists with {}, not {gateway}: remove it (`ip link del {BRIDGE}`) \
-             or set FERRY_SUBNET to its subnet",
-            if addresses.is_empty() {
-                "no address".to_owned()
-            } else {
-                addresses.join(", ")
-            }
-        );
-        return Ok(());
+pub fn ensure_bridge(subnet: &Subnet) -> Result<Made> {
+    if bridge_exists() {
+        return Ok(Made::Before);
     }
     refuse_overlap(subnet)?;
+    let gateway = format!("{}/{}", subnet.gateway(), subnet.prefix());
     ip_batch(&[
         format!("link add {BRIDGE} type bridge"),
         format!("addr add {gateway} dev {BRIDGE}"),
         format!("link set {BRIDGE} up"),
-    ])
+    ])?;
+    Ok(Made::Now)
+}
+
+/// Whether the bridge had to be made by this runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    Before,
+    Now,
+}
+
+/// Whether this network namespace has the bridge: one ioctl, where
+/// running `ip` would cost a process (the bench counts every millisecond).
+fn bridge_exists() -> bool {
+    let name = std::ffi::CString::new(BRIDGE).expect("no NUL in the name");
+    // SAFETY: a valid C string; if_nametoindex only reads it.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
 }
 // ANCHOR_END: bridge
-
-/// The bridge's IPv4 addresses (`10.77.0.1/16`), or None if there is no bridge.
-fn bridge_addresses() -> Result<Option<Vec<String>>> {
-    let output = Command::new(tool("ip")?)
-        .args(["-j", "addr", "show", "dev", BRIDGE])
-        .stderr(Stdio::null())
-        .output()
-        .context("run ip addr show")?;
-    if !output.status.success() {
-        return Ok(None);
-    }
-    let links: Value = serde_json::from_slice(&output.stdout).context("read ip's JSON")?;
-    let addresses = links[0]["addr_info"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|a| a["family"] == "inet")
-        .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"])))
-        .collect();
-    Ok(Some(addresses))
-}
 
 /// A route the host has to part of the subnet (other than the default
 /// route, which reaches everything) means those addresses are in use.
@@ -155,9 +140,12 @@ fn refuse_overlap(subnet: &Subnet) -> Result<()> {
 /// The container's end of the network, made once its namespace exists:
 /// a veth pair from the bridge into the child's network namespace, where
 /// it becomes eth0 with the container's address and a default route.
-pub struct Veth {
-    host_end: String,
-}
+///
+/// Nothing removes it: a veth pair lives as long as both its namespaces,
+/// and the kernel deletes it (both ends) when the container's namespace
+/// goes, with its last process, however that process ends. Deleting it
+/// ourselves would only wait for the same (15 ms, for an RCU grace period).
+pub struct Veth;
 
 impl Veth {
     pub fn connect(child: Pid, id: &str, lease: &Lease) -> Result<Self> {
@@ -169,38 +157,48 @@ impl Veth {
             format!("link add {host_end} type veth peer name {peer} netns {child}"),
             format!("link set {host_end} master {BRIDGE} up"),
         ])?;
-        let veth = Self { host_end };
         let subnet = lease.subnet();
         in_namespace_of(child, || {
             ip_batch(&[
                 format!("link set {peer} name eth0"),
                 format!("addr add {}/{} dev eth0", lease.address(), subnet.prefix()),
                 "link set eth0 up".to_owned(),
-                "link set lo up".to_owned(),
                 format!("route add default via {}", subnet.gateway()),
             ])
         })?;
-        Ok(veth)
-    }
-}
-
-/// Deleting one end of a veth pair deletes both. (If the container's
-/// namespace is gone, its end went with it, and so did ours.)
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let Ok(ip) = tool("ip") else { return };
-        let _ = Command::new(ip)
-            .args(["link", "del", &self.host_end])
-            .stderr(Stdio::null())
-            .status();
+        Ok(Self)
     }
 }
 // ANCHOR_END: connect
 
-/// `--network none`: the namespace's loopback up, and nothing else.
-pub fn loopback_only(child: Pid) -> Result<()> {
-    in_namespace_of(child, || ip_batch(&["link set lo up".to_owned()]))
+// ANCHOR: loopback
+/// In the child: its namespace's loopback up (a new network namespace
+/// starts with `lo` down), so that 127.0.0.1 works inside. One ioctl on a
+/// socket of the namespace, the call `ip link set lo up` makes too.
+pub fn loopback_up() -> Result<()> {
+    // SAFETY: socket(2) takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = nix::errno::Errno::result(fd).context("open a socket to configure lo")?;
+    // SAFETY: the descriptor is new and ours alone; OwnedFd closes it.
+    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value of it.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = *from as libc::c_char;
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write an ifreq, which
+    // `request` is, on a socket we own.
+    unsafe {
+        nix::errno::Errno::result(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request))
+            .context("read lo's flags")?;
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        nix::errno::Errno::result(libc::ioctl(fd, libc::SIOCSIFFLAGS, &request))
+            .context("bring lo up")?;
+    }
+    Ok(())
 }
+// ANCHOR_END: loopback
 
 /// Runs `work` in the network namespace of `pid`, then comes back. The
 /// runtime is one thread, so setns moves all of it (and what it spawns).
@@ -312,7 +310,6 @@ pub fn nameservers() -> Vec<Ipv4Addr> {
 /// address and its published ports' rules, given back when dropped (the
 /// rules first, so that they never point at an address someone else has).
 pub struct HostSide {
-    mode: Mode,
     _published: Option<Published>,
     lease: Option<Lease>,
 }
@@ -326,7 +323,6 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
             "-p publishes a port of the container's own address: it needs --network bridge"
         );
         return Ok(HostSide {
-            mode,
             _published: None,
             lease: None,
         });
@@ -336,23 +332,20 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
     // the same moment makes the bridge, the others find it whole; who is
     // alive, whose rules go, which address and ports are free.
     let pool = Pool::lock(subnet)?;
-    ensure_bridge(&subnet)?;
-    enable_forwarding()?;
-    route_localnet()?;
-    nat::prepare(subnet)?;
-    if let Some(chain) = nat::forwarding_blocked_by() {
-        eprintln!(
-            "warning: the host's firewall drops forwarded packets ({chain}, policy drop, \
-             as Docker's and ufw's do): the container reaches nothing beyond the host \
-             unless that chain accepts {BRIDGE}'s traffic"
-        );
+    // The bridge and its rules are made together, once: like docker0, they
+    // stay. (`ip link del ferry0` has the next container make both anew.)
+    if ensure_bridge(&subnet)? == Made::Now {
+        enable_forwarding()?;
+        route_localnet()?;
+        nat::prepare(subnet)?;
     }
-    let alive = pool.reclaim()?;
-    nat::remove_rules_of_the_dead(&alive)?;
+    let reclaimed = pool.reclaim()?;
+    if reclaimed.dead > 0 || !ports.is_empty() {
+        nat::remove_rules_of_the_dead(&reclaimed.alive)?;
+    }
     let lease = pool.lease(id)?;
     let published = Published::add(id, &lease, ports)?;
     Ok(HostSide {
-        mode,
         _published: published,
         lease: Some(lease),
     })
@@ -365,11 +358,26 @@ impl HostSide {
     }
 
     /// Once the child's namespace exists: its end of the network.
-    pub fn connect(&self, child: Pid, id: &str) -> Result<Option<Veth>> {
-        match (&self.lease, self.mode) {
-            (Some(lease), _) => Veth::connect(child, id, lease).map(Some),
-            (None, Mode::None) => loopback_only(child).map(|()| None),
-            (None, _) => Ok(None),
+    pub fn connect(&self, child: Pid, id: &str) -> Result<()> {
+        if let Some(lease) = &self.lease {
+            Veth::connect(child, id, lease)?;
+        }
+        Ok(())
+    }
+
+    /// Says so if something else on the host drops the containers'
+    /// forwarded packets. After the container is released: the check costs
+    /// a process, and the container need not wait for it.
+    pub fn warn_of_the_firewall(&self) {
+        if self.lease.is_none() {
+            return;
+        }
+        if let Some(chain) = nat::forwarding_blocked_by() {
+            eprintln!(
+                "warning: the host's firewall drops forwarded packets ({chain}, policy drop, \
+                 as Docker's and ufw's do): the container reaches nothing beyond the host \
+                 unless that chain accepts {BRIDGE}'s traffic"
+            );
         }
     }
 }
