@@ -315,10 +315,13 @@ fn generic_environment(listing: &str) -> Result<Vec<String>> {
 fn shell_environment_is_the_transcripts() -> Result<()> {
     let place = Place::new()?;
     let listing = "env | sort; ls";
-    let replayed = transcript::replay(&[Entry {
-        command: listing.to_owned(),
-        output: Vec::new(),
-    }])?;
+    let replayed = transcript::replay(
+        &[Entry {
+            command: listing.to_owned(),
+            output: Vec::new(),
+        }],
+        false,
+    )?;
     let from_book = generic_environment(&replayed[0].output.join("\n"))?;
     let outcome = place.just(["shell"]).stdin(listing).output()?;
     ensure!(outcome.status == 0, "just shell failed:\n{outcome}");

@@ -16,7 +16,7 @@ use ferry_tests::run::{Running, wait_until};
 use nix::sys::signal::Signal;
 
 use crate::check::{Ctx, expect, expect_error, process_named};
-use crate::{Behaviour, Kind::BadInput, Kind::Feature};
+use crate::{Behaviour, Kind::BadInput, Kind::Feature, Kind::Kept};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
@@ -30,7 +30,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         name: "network_host_is_the_hosts",
         hint: "--network host: no network namespace, the host's interfaces (book: Step 05 › The idea)",
         since: 5,
-        kind: Feature,
+        kind: Kept,
         check: network_host_is_the_hosts,
     },
     Behaviour {
@@ -167,9 +167,12 @@ fn reaches_outside_as_the_host(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// How long a published port may take to answer: moments, when it works.
+const ANSWER: Duration = Duration::from_secs(5);
+
 /// Connects until the container's server answers, and returns its answer.
 fn answer(running: &Running, connect: impl Fn() -> Result<std::net::TcpStream>) -> Result<String> {
-    running.poll("an answer through the published port", || {
+    running.poll_for("an answer through the published port", ANSWER, || {
         let mut stream = connect().ok()?;
         let mut text = String::new();
         stream.read_to_string(&mut text).ok()?;
@@ -201,7 +204,7 @@ fn published_ports_reach_the_container(ctx: &Ctx) -> Result<()> {
     udp.wait_for_line("ready")?;
     let socket = net.udp_outside()?;
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let reply = udp.poll("a UDP answer", || {
+    let reply = udp.poll_for("a UDP answer", ANSWER, || {
         socket
             .send_to(b"ping", SocketAddr::from((HOST, 5353)))
             .ok()?;

@@ -62,6 +62,18 @@ impl Lab {
         shell
     }
 
+    /// The same shell, started through `prefix` (`nsenter --net=… --`).
+    pub fn shell_through(&self, prefix: &[OsString]) -> Command {
+        let mut shell = Command::new(&prefix[0]);
+        shell
+            .args(&prefix[1..])
+            .args(SHELL)
+            .env_clear()
+            .envs(self.environment())
+            .current_dir(self.path());
+        shell
+    }
+
     fn environment(&self) -> Vec<(&'static str, OsString)> {
         let path = format!(
             "{}:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -272,16 +272,28 @@ impl Running {
     }
 
     /// Polls `probe` until it returns Some, or the deadline passes.
-    pub fn poll<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> Result<T> {
+    pub fn poll<T>(&self, what: &str, probe: impl FnMut() -> Option<T>) -> Result<T> {
+        self.poll_for(what, self.limit, probe)
+    }
+
+    /// The same, for at most `limit` (or the run's deadline, if sooner):
+    /// for a state that comes within moments when the runtime works.
+    pub fn poll_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Result<T> {
+        let deadline = self.deadline.min(Instant::now() + limit);
         loop {
             if let Some(found) = probe() {
                 return Ok(found);
             }
-            if Instant::now() > self.deadline {
+            if Instant::now() > deadline {
                 bail!(
                     "{}: {what} did not happen within {:?}",
                     self.shown,
-                    self.limit
+                    limit.min(self.limit)
                 );
             }
             if self.has_exited()? {

@@ -6,6 +6,11 @@
 //! together as on a terminal. `[..]` in an expected line matches any text,
 //! for what differs from run to run (an id, a pid, the host's name).
 //! The commands run in a lab (see `lab`), as a learner's do after `just shell`.
+//! A transcript of step 05 or later (`05-….console`) runs in a network lab
+//! of its own too (see `netlab`): what it does to "the host's" network (the
+//! bridge and its rules, the by-hand veth pair) happens there, never on this
+//! machine's. The earlier ones run in the host's network namespace, as the
+//! reader's do: sysfs, for one, behaves otherwise in another namespace.
 
 use std::fs;
 use std::path::Path;
@@ -13,9 +18,12 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 
 use crate::lab::Lab;
+use crate::netlab::NetLab;
 use crate::run::Run;
 
 const PROMPT: &str = "# ";
+/// The step from which a transcript runs in a network lab.
+const NETWORK_SINCE: u8 = 5;
 const MARKER: &str = "@@ferry-transcript-end-of-command@@";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,8 +64,9 @@ pub fn render(entries: &[Entry]) -> String {
 
 /// Runs the transcript's commands in a lab, the one `just shell` opens, and
 /// returns it with the output they gave.
-pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
+pub fn replay(entries: &[Entry], network_lab: bool) -> Result<Vec<Entry>> {
     let lab = Lab::new()?;
+    let net = network_lab.then(NetLab::new).transpose()?;
     let mut script = String::from("exec 2>&1\n");
     for entry in entries {
         // Keep $? of the command for the next one across the marker.
@@ -66,9 +75,11 @@ pub fn replay(entries: &[Entry]) -> Result<Vec<Entry>> {
             entry.command
         ));
     }
-    let outcome = Run::from_command(lab.shell())
-        .args(["-c", &script])
-        .output()?;
+    let shell = match &net {
+        Some(net) => lab.shell_through(&net.command_prefix()),
+        None => lab.shell(),
+    };
+    let outcome = Run::from_command(shell).args(["-c", &script]).output()?;
     let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();
     ensure!(
         outputs.pop() == Some(""),
@@ -145,7 +156,11 @@ pub fn bless(expected: &[Entry], actual: &[Entry]) -> Vec<Entry> {
 pub fn check(path: &Path, bless_it: bool) -> Result<()> {
     let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let expected = parse(&text)?;
-    let actual = replay(&expected)?;
+    let step: u8 = path
+        .file_name()
+        .and_then(|name| name.to_str()?.get(..2)?.parse().ok())
+        .unwrap_or(0);
+    let actual = replay(&expected, step >= NETWORK_SINCE)?;
     let mut problems = Vec::new();
     for (e, a) in expected.iter().zip(&actual) {
         if !output_matches(&e.output, &a.output) {

@@ -15,6 +15,7 @@ use crate::network;
 /// `address` is the container's on the bridge; None: it has no address of
 /// its own (`--network none`, or `host`, where the names are the host's).
 pub fn write(upper: &Path, hostname: &str, address: Option<Ipv4Addr>) -> Result<()> {
+    // ANCHOR: lab05-7-etc /etc/hosts, /etc/hostname and /etc/resolv.conf in the upper layer, as Docker writes them [05-veth.md#the-code]
     let etc = upper.join("etc");
     fs::create_dir_all(&etc).with_context(|| format!("create {}", etc.display()))?;
     let mut hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".to_owned();
@@ -35,5 +36,6 @@ pub fn write(upper: &Path, hostname: &str, address: Option<Ipv4Addr>) -> Result<
         fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
+    // ANCHOR_END: lab05-7-etc instead: Ok(())
 }
 // ANCHOR_END: files

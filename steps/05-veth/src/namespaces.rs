@@ -74,11 +74,13 @@ pub enum Cloned {
 /// `network`), inside the cgroup `cgroup` (a v2 cgroup's open directory)
 /// where the kernel can.
 pub fn clone_child(cgroup: Option<BorrowedFd>, network: bool) -> Result<Cloned> {
+    // ANCHOR: lab05-1-netns A network namespace of its own for the child: CLONE_NEWNET, unless --network host [05-veth.md#the-idea]
     let flags = if network {
         NAMESPACES.union(CloneFlags::CLONE_NEWNET)
     } else {
         NAMESPACES
     };
+    // ANCHOR_END: lab05-1-netns instead: let flags = NAMESPACES;
     let (pid, born) = match cgroup.map(|cgroup| clone3_into(cgroup, flags)) {
         Some(Ok(pid)) => (pid, Born::InCgroup),
         // Linux before 5.7 does not know CLONE_INTO_CGROUP (EINVAL, E2BIG),

@@ -30,6 +30,7 @@ const TABLE: &str = "ip ferry";
 /// nft applies whole or not at all, so that runtimes starting at the same
 /// moment never see half a table, and never add a rule twice.
 pub fn prepare(subnet: Subnet) -> Result<()> {
+    // ANCHOR: lab05-5-masquerade The table ip ferry, its nat chains, and the masquerade rule for the subnet (nft -f, one transaction) [05-veth.md#the-code]
     nft(&format!(
         "add table {TABLE}
          add chain {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
@@ -39,6 +40,7 @@ pub fn prepare(subnet: Subnet) -> Result<()> {
          add rule {TABLE} postrouting ip saddr {subnet} oifname != \"{BRIDGE}\" masquerade
          add rule {TABLE} postrouting ip saddr 127.0.0.0/8 oifname \"{BRIDGE}\" masquerade"
     ))
+    // ANCHOR_END: lab05-5-masquerade instead: Ok(())
 }
 // ANCHOR_END: prepare
 
@@ -111,6 +113,7 @@ impl Published {
     /// Adds a DNAT rule for each port, in both chains, after checking that
     /// no other container has published it (under the pool's lock).
     pub fn add(id: &str, lease: &Lease, ports: &[Publish]) -> Result<Option<Self>> {
+        // ANCHOR: lab05-6-publish A DNAT rule per published port in prerouting and output, after refusing a port another container has [05-veth.md#the-code]
         if ports.is_empty() {
             return Ok(None);
         }
@@ -158,6 +161,7 @@ impl Published {
         }
         nft(&script.join("\n")).context("publish the ports")?;
         Ok(Some(Self { id: id.to_owned() }))
+        // ANCHOR_END: lab05-6-publish instead: Ok(None)
     }
 }
 
@@ -181,6 +185,7 @@ impl Drop for Published {
 /// can undo: nftables drops a packet that any base chain of its hook
 /// drops. Docker's iptables (FORWARD policy DROP) and ufw do this.
 pub fn forwarding_blocked_by() -> Option<String> {
+    // ANCHOR: lab05-8-firewall Say what drops forwarded packets: a forward-hook chain of another table whose policy is drop (nft -j list chains) [05-veth.md#when-the-hosts-firewall-says-no]
     let output = std::process::Command::new(tool("nft").ok()?)
         .args(["-j", "list", "chains"])
         .output()
@@ -201,6 +206,7 @@ pub fn forwarding_blocked_by() -> Option<String> {
                 chain["name"].as_str().unwrap_or("?")
             )
         })
+    // ANCHOR_END: lab05-8-firewall instead: None
 }
 
 /// Runs an nft script, as one transaction.

@@ -81,6 +81,7 @@ pub fn subnet() -> Result<Subnet> {
 /// (another network's route), since its addresses are someone else's.
 /// Called under the address pool's lock: one runtime at a time.
 pub fn ensure_bridge(subnet: &Subnet) -> Result<Made> {
+    // ANCHOR: lab05-3-bridge Make the ferry0 bridge once, with the subnet's first address, after refusing a subnet the host routes already (ip link add … type bridge) [05-veth.md#the-code]
     if bridge_exists() {
         return Ok(Made::Before);
     }
@@ -92,6 +93,7 @@ pub fn ensure_bridge(subnet: &Subnet) -> Result<Made> {
         format!("link set {BRIDGE} up"),
     ])?;
     Ok(Made::Now)
+    // ANCHOR_END: lab05-3-bridge instead: Ok(Made::Before)
 }
 
 /// Whether the bridge had to be made by this runtime.
@@ -149,6 +151,7 @@ pub struct Veth;
 
 impl Veth {
     pub fn connect(child: Pid, id: &str, lease: &Lease) -> Result<Self> {
+        // ANCHOR: lab05-4-veth A veth pair from the bridge into the child's namespace; inside: eth0, its address, up, a default route via the bridge (ip -batch, setns) [05-veth.md#the-code]
         // Interface names are at most 15 bytes: "fe" and 10 of the id's.
         let host_end = format!("fe{}", &id[..10]);
         let peer = format!("fc{}", &id[..10]);
@@ -167,6 +170,7 @@ impl Veth {
             ])
         })?;
         Ok(Self)
+        // ANCHOR_END: lab05-4-veth instead: Ok(Self)
     }
 }
 // ANCHOR_END: connect
@@ -176,6 +180,7 @@ impl Veth {
 /// starts with `lo` down), so that 127.0.0.1 works inside. One ioctl on a
 /// socket of the namespace, the call `ip link set lo up` makes too.
 pub fn loopback_up() -> Result<()> {
+    // ANCHOR: lab05-2-loopback In the child: bring its namespace's lo up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP) [05-veth.md#the-code]
     // SAFETY: socket(2) takes plain integers and returns a new descriptor.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     let fd = nix::errno::Errno::result(fd).context("open a socket to configure lo")?;
@@ -197,6 +202,7 @@ pub fn loopback_up() -> Result<()> {
             .context("bring lo up")?;
     }
     Ok(())
+    // ANCHOR_END: lab05-2-loopback instead: Ok(())
 }
 // ANCHOR_END: loopback
 
