@@ -5,8 +5,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 host := `rustc -vV | sed -n 's/^host: //p'`
 rootfs := "target/ferry/rootfs"
-# The chroot breakout of chapter 1, copied into the rootfs's /bin.
+# The chroot breakout of chapter 1, and step 05's UDP server, copied into the rootfs's /bin.
 breakout := "target/" + host + "/release/breakout"
+udp_echo := "target/" + host + "/release/udp-echo"
 vm_dir := "target/ferry/vm"
 mdbook_version := "0.5.4"
 sudo := if `id -u` == "0" { "" } else { "sudo" }
@@ -18,11 +19,11 @@ as_root := if `id -u` == "0" { "" } else { "env CARGO_TARGET_" + replace(upperca
 default:
     @just --list --unsorted
 
-# Install what the workshop needs (Debian/Ubuntu): busybox-static, runc (for comparisons), mdBook
+# Install what the workshop needs (Debian/Ubuntu): busybox-static, runc (for comparisons), iproute2 and nftables (step 05), mdBook
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    missing=$(for package in busybox-static runc; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+    missing=$(for package in busybox-static runc iproute2 nftables; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
     if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
         {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
@@ -68,8 +69,8 @@ classroom-registry ADDR="127.0.0.1:5000": registry-setup rootfs
 
 # Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup
-    @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout --target {{host}}
-    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program {{breakout}}
+    @RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --release -p ferry-breakout -p ferry-udp-echo --target {{host}}
+    @cargo run -q -p ferry-tests --bin ferry-lab -- rootfs {{rootfs}} --program {{breakout}} --program {{udp_echo}}
 
 # Install QEMU and fetch Debian's current kernel package (extracted, never installed) for the cgroup layout tests
 vm-setup:
