@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferry_tests::netlab::NetLab;
+
+use crate::Behaviour;
 use ferry_tests::rootfs;
 use ferry_tests::run::{Outcome, Run, Running, wait_until};
 use ferry_tests::scratch::Scratch;
@@ -44,7 +46,7 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(step: Step) -> Result<Self> {
+    pub fn new(step: Step, behaviour: &Behaviour) -> Result<Self> {
         ensure!(
             step.binary.exists(),
             "{} does not exist: build the steps first (`cargo build --workspace`, or `just test`)",
@@ -61,12 +63,15 @@ impl Ctx {
             cgroup: cgroup::Parent::new(),
             net: None,
         }
-        .with_network_lab()
+        .with_network_lab(behaviour)
     }
 
-    fn with_network_lab(mut self) -> Result<Self> {
-        // For the step before too: its feature checks run in the same lab.
-        if self.step.number + 1 >= NETWORK_SINCE {
+    /// A runtime of step 05 or later makes a network on the host; and a
+    /// step 05 behaviour checked on step 04 runs in the same kind of lab.
+    /// (The cgroup test machine has no veth to make a lab with: it runs
+    /// step 04's behaviours, which need none.)
+    fn with_network_lab(mut self, behaviour: &Behaviour) -> Result<Self> {
+        if self.step.number.max(behaviour.since) >= NETWORK_SINCE {
             self.net = Some(NetLab::new()?);
         }
         Ok(self)

@@ -181,6 +181,11 @@ impl NetLab {
 impl Drop for NetLab {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.pool);
+        // And /run/ferry, once no lab nor runtime uses it (remove_dir
+        // removes only an empty folder).
+        if let Some(parent) = self.pool.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 

@@ -28,6 +28,7 @@ mod limits;
 mod mounts;
 mod namespaces;
 mod nat;
+mod netlink;
 mod network;
 mod overlay;
 mod ports;
@@ -37,6 +38,7 @@ mod state;
 mod terminal;
 
 use std::convert::Infallible;
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -49,6 +51,7 @@ use cgroups::Cgroup;
 use command::Command;
 use exit::Failure;
 use handoff::{Handoff, Release};
+use ipam::Subnet;
 use namespaces::{Born, Cloned};
 use network::HostSide;
 use state::ContainerDir;
@@ -86,7 +89,7 @@ fn run(args: cli::RunArgs) -> Result<u8> {
     }
     // The network's half on the host, given back when dropped: an address,
     // the published ports. Then the /etc files that tell the container.
-    let network = network::prepare(args.network, &id, &args.publish)?;
+    let mut network = network::prepare(args.network, &id, &args.publish)?;
     etc::write(&dir.upper(), &hostname, network.address())?;
     // Removed when dropped too, after killing whatever is left inside.
     let cgroup = Cgroup::create(&args.cgroup_parent, &id, &args.limits)?;
@@ -104,10 +107,11 @@ fn run(args: cli::RunArgs) -> Result<u8> {
                 hostname: &hostname,
                 command: &command,
                 new_network,
+                inside: network.inside(),
             };
             child(born, &cgroup, &container, &handoff, &release)
         }
-        Cloned::Parent(child) => parent(child, &id, &cgroup, &network, handoff, release),
+        Cloned::Parent(child) => parent(child, &id, &cgroup, &mut network, handoff, release),
     }
 }
 
@@ -119,6 +123,8 @@ struct Container<'a> {
     command: &'a Command,
     /// Whether it has a network namespace of its own.
     new_network: bool,
+    /// On the bridge: its address, and the bridge's subnet.
+    inside: Option<(Ipv4Addr, Subnet)>,
 }
 // ANCHOR_END: run
 
@@ -170,6 +176,7 @@ fn enter_container(
         hostname,
         command,
         new_network,
+        inside,
     } = *container;
     // The command starts clean: default signal actions, nothing blocked, and
     // no descriptor but 0, 1 and 2.
@@ -191,12 +198,12 @@ fn enter_container(
     mounts::mount_sys()?;
     cgroup.mount_in_container()?;
     dev::mount_dev()?;
-    if new_network {
-        network::loopback_up()?;
-    }
-    // The parent plugs in the network meanwhile: not a packet of the
-    // command's may go out before eth0 has its address and route.
+    // The parent plugs in our end of the network meanwhile. Not a packet of
+    // the command's may go out before eth0 has its address and route.
     release.wait()?;
+    if new_network {
+        network::configure_inside(inside)?;
+    }
     command.exec()
 }
 // ANCHOR_END: child
@@ -209,7 +216,7 @@ fn parent(
     child: Pid,
     id: &str,
     cgroup: &Cgroup,
-    network: &HostSide,
+    network: &mut HostSide,
     handoff: Handoff,
     release: Release,
 ) -> Result<u8> {

@@ -181,16 +181,36 @@ impl Drop for Published {
 }
 // ANCHOR_END: publish
 
-/// What in another table drops forwarded packets, which no rule of ours
-/// can undo: nftables drops a packet that any base chain of its hook
-/// drops. Docker's iptables (FORWARD policy DROP) and ufw do this.
-pub fn forwarding_blocked_by() -> Option<String> {
-    // ANCHOR: lab05-8-firewall Say what drops forwarded packets: a forward-hook chain of another table whose policy is drop (nft -j list chains) [05-veth.md#when-the-hosts-firewall-says-no]
-    let output = std::process::Command::new(tool("nft").ok()?)
-        .args(["-j", "list", "chains"])
-        .output()
-        .ok()?;
-    let listing: Value = serde_json::from_slice(&output.stdout).ok()?;
+/// The check for what in another table drops forwarded packets, which no
+/// rule of ours can undo: nftables drops a packet that any base chain of
+/// its hook drops. Docker's iptables (FORWARD policy DROP) and ufw do this.
+/// `nft -j list chains` runs as a process of its own meanwhile.
+pub struct FirewallCheck(Option<std::process::Child>);
+
+impl FirewallCheck {
+    pub fn start() -> Self {
+        let child = tool("nft").ok().and_then(|nft| {
+            std::process::Command::new(nft)
+                .args(["-j", "list", "chains"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()
+        });
+        Self(child)
+    }
+
+    /// The chain that drops forwarded packets, if one does.
+    pub fn blocked_by(self) -> Option<String> {
+        let output = self.0?.wait_with_output().ok()?;
+        dropping_forward_chain(&output.stdout)
+    }
+}
+
+fn dropping_forward_chain(listing: &[u8]) -> Option<String> {
+    // ANCHOR: lab05-8-firewall Say what drops forwarded packets: a forward-hook chain of another table whose policy is drop (in nft -j list chains) [05-veth.md#when-the-hosts-firewall-says-no]
+    let listing: Value = serde_json::from_slice(listing).ok()?;
     listing["nftables"]
         .as_array()?
         .iter()

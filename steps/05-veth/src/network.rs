@@ -14,23 +14,25 @@
 //! bridge's own address is the containers' gateway to the host. Leaving the
 //! host, their packets get the host's address (masquerade, nat.rs).
 //!
-//! The links are made with iproute2's `ip`, the same commands the chapter
-//! types by hand, run in one `ip -batch` per namespace.
+//! The bridge, made once, is made with iproute2's `ip`, the commands the
+//! chapter types by hand. What every container start needs (the veth pair,
+//! eth0's address and route, lo) goes straight to the kernel over netlink
+//! (netlink.rs): a process per `ip` command would cost more than the rest
+//! of the network together.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail, ensure};
-use nix::sched::{CloneFlags, setns};
 use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::ipam::{Lease, Pool, Subnet};
 use crate::nat::{self, Published};
+use crate::netlink::{self, Netlink};
 use crate::ports::Publish;
 
 /// The bridge every container of the `bridge` network is plugged into,
@@ -106,9 +108,7 @@ pub enum Made {
 /// Whether this network namespace has the bridge: one ioctl, where
 /// running `ip` would cost a process (the bench counts every millisecond).
 fn bridge_exists() -> bool {
-    let name = std::ffi::CString::new(BRIDGE).expect("no NUL in the name");
-    // SAFETY: a valid C string; if_nametoindex only reads it.
-    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+    netlink::index_of(BRIDGE) != 0
 }
 // ANCHOR_END: bridge
 
@@ -140,84 +140,44 @@ fn refuse_overlap(subnet: &Subnet) -> Result<()> {
 
 // ANCHOR: connect
 /// The container's end of the network, made once its namespace exists:
-/// a veth pair from the bridge into the child's network namespace, where
-/// it becomes eth0 with the container's address and a default route.
+/// a veth pair from the bridge whose other end is born in the child's
+/// network namespace, as eth0. The child gives it its address and route
+/// (`configure_inside`).
 ///
 /// Nothing removes it: a veth pair lives as long as both its namespaces,
 /// and the kernel deletes it (both ends) when the container's namespace
 /// goes, with its last process, however that process ends. Deleting it
 /// ourselves would only wait for the same (15 ms, for an RCU grace period).
-pub struct Veth;
-
-impl Veth {
-    pub fn connect(child: Pid, id: &str, lease: &Lease) -> Result<Self> {
-        // ANCHOR: lab05-4-veth A veth pair from the bridge into the child's namespace; inside: eth0, its address, up, a default route via the bridge (ip -batch, setns) [05-veth.md#the-code]
-        // Interface names are at most 15 bytes: "fe" and 10 of the id's.
-        let host_end = format!("fe{}", &id[..10]);
-        let peer = format!("fc{}", &id[..10]);
-        // The peer is born in the child's namespace: `netns PID`.
-        ip_batch(&[
-            format!("link add {host_end} type veth peer name {peer} netns {child}"),
-            format!("link set {host_end} master {BRIDGE} up"),
-        ])?;
-        let subnet = lease.subnet();
-        in_namespace_of(child, || {
-            ip_batch(&[
-                format!("link set {peer} name eth0"),
-                format!("addr add {}/{} dev eth0", lease.address(), subnet.prefix()),
-                "link set eth0 up".to_owned(),
-                format!("route add default via {}", subnet.gateway()),
-            ])
-        })?;
-        Ok(Self)
-        // ANCHOR_END: lab05-4-veth instead: Ok(Self)
-    }
+pub fn connect(child: Pid, id: &str) -> Result<()> {
+    // ANCHOR: lab05-4-veth A veth pair whose host end is up on the bridge, and whose other end is born in the child's namespace as eth0 (netlink: RTM_NEWLINK, kind veth, VETH_INFO_PEER, IFLA_NET_NS_PID) [05-veth.md#the-code]
+    // Interface names are at most 15 bytes: "fe" and 10 of the id's.
+    let host_end = format!("fe{}", &id[..10]);
+    let bridge = netlink::index_of(BRIDGE);
+    ensure!(bridge != 0, "the bridge {BRIDGE} is gone");
+    Netlink::open()?.add_veth(&host_end, bridge, "eth0", child.as_raw())
+    // ANCHOR_END: lab05-4-veth instead: Ok(())
 }
 // ANCHOR_END: connect
 
-// ANCHOR: loopback
-/// In the child: its namespace's loopback up (a new network namespace
-/// starts with `lo` down), so that 127.0.0.1 works inside. One ioctl on a
-/// socket of the namespace, the call `ip link set lo up` makes too.
-pub fn loopback_up() -> Result<()> {
-    // ANCHOR: lab05-2-loopback In the child: bring its namespace's lo up (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP) [05-veth.md#the-code]
-    // SAFETY: socket(2) takes plain integers and returns a new descriptor.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    let fd = nix::errno::Errno::result(fd).context("open a socket to configure lo")?;
-    // SAFETY: the descriptor is new and ours alone; OwnedFd closes it.
-    let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is a valid value of it.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
-        *to = *from as libc::c_char;
-    }
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write an ifreq, which
-    // `request` is, on a socket we own.
-    unsafe {
-        nix::errno::Errno::result(libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request))
-            .context("read lo's flags")?;
-        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        nix::errno::Errno::result(libc::ioctl(fd, libc::SIOCSIFFLAGS, &request))
-            .context("bring lo up")?;
-    }
-    Ok(())
-    // ANCHOR_END: lab05-2-loopback instead: Ok(())
+// ANCHOR: inside
+/// In the child, in its own network namespace: `lo` up (a new namespace
+/// starts with it down), and on the bridge, eth0 up with the container's
+/// address and a default route via the bridge.
+pub fn configure_inside(bridge: Option<(Ipv4Addr, Subnet)>) -> Result<()> {
+    // ANCHOR: lab05-2-inside In the child: lo up; on the bridge, eth0 up with its address and a default route via the bridge (netlink: RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE) [05-veth.md#the-code]
+    let netlink = Netlink::open()?;
+    netlink.set_up(netlink::index_of("lo"), "lo")?;
+    let Some((address, subnet)) = bridge else {
+        return Ok(());
+    };
+    let eth0 = netlink::index_of("eth0");
+    ensure!(eth0 != 0, "no eth0 in the container's network namespace");
+    netlink.add_address(eth0, address, subnet.prefix())?;
+    netlink.set_up(eth0, "eth0")?;
+    netlink.add_default_route(eth0, subnet.gateway())
+    // ANCHOR_END: lab05-2-inside instead: Ok(())
 }
-// ANCHOR_END: loopback
-
-/// Runs `work` in the network namespace of `pid`, then comes back. The
-/// runtime is one thread, so setns moves all of it (and what it spawns).
-fn in_namespace_of<T>(pid: Pid, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    let own = File::open("/proc/self/ns/net").context("open our network namespace")?;
-    let path = format!("/proc/{pid}/ns/net");
-    let theirs = File::open(&path).with_context(|| format!("open {path}"))?;
-    setns(theirs.as_fd(), CloneFlags::CLONE_NEWNET)
-        .context("enter the container's network namespace")?;
-    let result = work();
-    setns(own.as_fd(), CloneFlags::CLONE_NEWNET).context("come back to our network namespace")?;
-    result
-}
+// ANCHOR_END: inside
 
 /// Forwarding on: the host routes the containers' packets on, as a router
 /// does. (Per network namespace; Docker sets it too.)
@@ -318,6 +278,7 @@ pub fn nameservers() -> Vec<Ipv4Addr> {
 pub struct HostSide {
     _published: Option<Published>,
     lease: Option<Lease>,
+    firewall: Option<nat::FirewallCheck>,
 }
 
 /// Everything the host side needs before the container exists: the bridge,
@@ -331,6 +292,7 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
         return Ok(HostSide {
             _published: None,
             lease: None,
+            firewall: None,
         });
     }
     let subnet = subnet()?;
@@ -354,6 +316,9 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
     Ok(HostSide {
         _published: published,
         lease: Some(lease),
+        // Started now, read after the container is released: it runs
+        // while the container starts, and costs its start nothing.
+        firewall: Some(nat::FirewallCheck::start()),
     })
 }
 
@@ -365,20 +330,26 @@ impl HostSide {
 
     /// Once the child's namespace exists: its end of the network.
     pub fn connect(&self, child: Pid, id: &str) -> Result<()> {
-        if let Some(lease) = &self.lease {
-            Veth::connect(child, id, lease)?;
+        match &self.lease {
+            Some(_) => connect(child, id),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What the child needs to configure its end: its address and subnet.
+    pub fn inside(&self) -> Option<(Ipv4Addr, Subnet)> {
+        self.lease
+            .as_ref()
+            .map(|lease| (lease.address(), lease.subnet()))
     }
 
     /// Says so if something else on the host drops the containers'
-    /// forwarded packets. After the container is released: the check costs
-    /// a process, and the container need not wait for it.
-    pub fn warn_of_the_firewall(&self) {
-        if self.lease.is_none() {
+    /// forwarded packets.
+    pub fn warn_of_the_firewall(&mut self) {
+        let Some(check) = self.firewall.take() else {
             return;
-        }
-        if let Some(chain) = nat::forwarding_blocked_by() {
+        };
+        if let Some(chain) = check.blocked_by() {
             eprintln!(
                 "warning: the host's firewall drops forwarded packets ({chain}, policy drop, \
                  as Docker's and ufw's do): the container reaches nothing beyond the host \
