@@ -226,8 +226,13 @@ pub fn process_named(running: &Running, name: &str) -> Result<i32> {
 /// Starts a container, kills its runtime with SIGKILL, and waits until the
 /// container has died with it. Returns the container's process id.
 pub fn kill_runtime_mid_run(ctx: &Ctx) -> Result<i32> {
+    kill_runtime_mid_run_with(ctx, &[])
+}
+
+/// The same, with these options for `run`.
+pub fn kill_runtime_mid_run_with(ctx: &Ctx, options: &[&str]) -> Result<i32> {
     let mut running = ctx
-        .run(&[], &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
+        .run(options, &["/bin/sh", "-c", "echo ready; exec sleep 1000"])
         .spawn()?;
     running.wait_for_line("ready")?;
     let sleep = process_named(&running, "sleep")?;

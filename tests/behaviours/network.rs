@@ -15,7 +15,7 @@ use ferry_tests::netlab::{HOST, OUTSIDE};
 use ferry_tests::run::{Running, wait_until};
 use nix::sys::signal::Signal;
 
-use crate::check::{Ctx, expect, expect_error, process_named};
+use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run_with, process_named};
 use crate::{Behaviour, Kind::BadInput, Kind::Feature, Kind::Kept};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
@@ -313,14 +313,7 @@ fn leaves_no_network_behind(ctx: &Ctx) -> Result<()> {
 
 fn reclaims_what_a_dead_runtime_held(ctx: &Ctx) -> Result<()> {
     let net = ctx.net()?;
-    let (running, sleep) = sleeper(ctx, &["-p", "8080:80"])?;
-    host::signal(running.pid(), Signal::SIGKILL)?;
-    wait_until(
-        "the container's end after its runtime's",
-        Duration::from_secs(10),
-        || host::has_ended(sleep).then_some(()),
-    )?;
-    let _ = running.finish();
+    kill_runtime_mid_run_with(ctx, &["-p", "8080:80"])?;
     ensure!(
         net.leases()?.len() == 1 && net.ferry_rules()?.contains("comment \"ferry "),
         "a killed runtime cleans up nothing: its lease and rules are left for the next run"

@@ -220,29 +220,12 @@ impl Running {
 
     /// Waits until the run prints `line` on stdout.
     pub fn wait_for_line(&mut self, line: &str) -> Result<()> {
-        loop {
-            let next = self
-                .stdout
-                .recv_timeout(self.deadline.saturating_duration_since(Instant::now()));
-            match next {
-                Ok(got) => {
-                    self.seen.push_str(&got);
-                    if got.trim_end_matches('\n') == line {
-                        return Ok(());
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    bail!("{}: no line {line:?} within {:?}", self.shown, self.limit)
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    bail!(
-                        "{}: stdout closed before the line {line:?}; it printed {:?}",
-                        self.shown,
-                        self.seen
-                    )
-                }
-            }
-        }
+        while self
+            .next_line()
+            .with_context(|| format!("waiting for the line {line:?}"))?
+            != line
+        {}
+        Ok(())
     }
 
     /// The next line the run prints on stdout, without its newline.
