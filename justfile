@@ -105,6 +105,9 @@ vm-image: vm-setup rootfs
     # Static: the initramfs has no C library for them to load.
     export RUSTFLAGS="-C target-feature=+crt-static"
     cargo build -q -p step03-mount-overlay -p step04-cgroups --target {{host}}
+    # The doctor, which /init runs after the suite: its report is checked
+    # in each layout too.
+    cargo build -q -p ferry-tests --bin ferry-lab --target {{host}}
     # The artifact of the test target named "behaviours" (the package's
     # binaries are built, and listed, too).
     suite=$(cargo test -q -p ferry-tests --test behaviours --target {{host}} --no-run --message-format=json \
@@ -117,6 +120,7 @@ vm-image: vm-setup rootfs
     cp tests/vm/init "$tree/init"
     cp "$(find {{vm_dir}}/kernel/lib/modules -name overlay.ko | head -n 1)" "$tree/lib/modules/"
     cp "$suite" "$tree/ferry/behaviours"
+    cp target/{{host}}/debug/ferry-lab "$tree/ferry/ferry-lab"
     # The suite looks for the steps where cargo built them on this machine:
     # give the binaries, the step folders and the rootfs the same paths.
     ws="{{justfile_directory()}}"
@@ -124,6 +128,8 @@ vm-image: vm-setup rootfs
     mkdir -p "$tree$ws/target/debug" "$tree$ws/target/ferry"
     cp target/{{host}}/debug/step03-mount-overlay target/{{host}}/debug/step04-cgroups "$tree$ws/target/debug/"
     cp -a {{rootfs}} "$tree$ws/target/ferry/rootfs"
+    # The doctor reads the Rust and mdBook versions the workspace pins here.
+    cp Cargo.toml justfile "$tree$ws/"
     (cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > {{vm_dir}}/initramfs.cpio.gz
     cp {{vm_dir}}/kernel/boot/vmlinuz-* {{vm_dir}}/vmlinuz
 

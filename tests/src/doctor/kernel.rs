@@ -314,6 +314,18 @@ fn veth(machine: &Machine) -> Finding {
     let Some(ip) = machine.find_for_root("ip") else {
         return Finding::fail(CHECK, "not probed: it needs `ip` (see iproute2 below)");
     };
+    // The probe runs `ip -batch`: any other `ip` (BusyBox's) would fail it,
+    // and this line would blame the kernel for what the tool lacks.
+    if let Some(Err(_)) = super::tools::iproute2_version(machine) {
+        return Finding::fail(
+            CHECK,
+            format!(
+                "not probed: {} does not answer as iproute2's `ip`, which the probe needs \
+                 (see iproute2 below)",
+                ip.display()
+            ),
+        );
+    }
     match probe(&["veth".into(), ip.display().to_string()]) {
         Ok(()) => Finding::ok(
             CHECK,

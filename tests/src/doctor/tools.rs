@@ -195,7 +195,7 @@ fn for_vm_tests(machine: &Machine, check: &'static str, program: &str) -> Findin
 
 fn iproute2(machine: &Machine) -> Finding {
     const CHECK: &str = "iproute2";
-    match version_line(machine, As::Root, "ip", &["-V"]) {
+    match iproute2_version(machine) {
         Some(Ok(line)) => Finding::ok(CHECK, line),
         Some(Err(error)) => Finding::fail(CHECK, error),
         None => Finding::fail(
@@ -203,6 +203,32 @@ fn iproute2(machine: &Machine) -> Finding {
             "no `ip` command: `sudo apt-get install iproute2` (step 05 wires containers \
              with it, and the veth probe needs it)",
         ),
+    }
+}
+
+/// `ip -V`'s version line if the `ip` that root runs is iproute2's; Err
+/// says what it is instead and what to do; None if there is no `ip`.
+pub(super) fn iproute2_version(machine: &Machine) -> Option<Result<String, String>> {
+    version_line(machine, As::Root, "ip", &["-V"]).map(judge_ip)
+}
+
+/// BusyBox's `ip` (on a minimal system, and in the cgroup test machine)
+/// knows neither `-V` nor `-batch`, and only some of `ip link`: anything
+/// that runs it as iproute2's fails with BusyBox's usage text, which reads
+/// like a broken kernel feature. Tell it by name.
+fn judge_ip(answer: Result<String, String>) -> Result<String, String> {
+    const INSTALL: &str = "`sudo apt-get install iproute2` (step 05 wires containers with \
+                           it, and the veth probe needs it)";
+    match answer {
+        // "ip utility, iproute2-6.1.0, libbpf 1.1.2"; before 5.x, "iproute2-ss200127".
+        Ok(line) if line.contains("iproute2") => Ok(line),
+        Ok(line) => Err(format!(
+            "`ip -V` says {line:?}, which is not iproute2's `ip`: {INSTALL}"
+        )),
+        Err(error) if error.contains("BusyBox") => Err(format!(
+            "the `ip` here is BusyBox's, not iproute2's ({error}): {INSTALL}"
+        )),
+        Err(error) => Err(error),
     }
 }
 
@@ -230,6 +256,21 @@ mod tests {
         assert!(version_in("1.9.0") < version_in("1.88"));
         assert!(version_in("5.10.0") >= Some((5, 7, 0)));
         assert!(version_in("5.4.0-150-generic") < Some((5, 7, 0)));
+    }
+
+    #[test]
+    fn only_iproute2s_ip_passes() {
+        let iproute2 = "ip utility, iproute2-6.1.0, libbpf 1.1.2".to_owned();
+        assert_eq!(judge_ip(Ok(iproute2.clone())), Ok(iproute2));
+        let busybox = "`ip -V` failed: BusyBox v1.35.0 (Debian 1:1.35.0-4) multi-call binary.";
+        let judged = judge_ip(Err(busybox.to_owned())).unwrap_err();
+        assert!(
+            judged.starts_with("the `ip` here is BusyBox's") && judged.contains("apt-get install"),
+            "{judged}"
+        );
+        assert!(judge_ip(Ok("ip 0.1".to_owned())).is_err());
+        let broken = "`ip -V` could not run: permission denied".to_owned();
+        assert_eq!(judge_ip(Err(broken.clone())), Err(broken));
     }
 
     #[test]
