@@ -64,8 +64,11 @@ registry-setup:
 [positional-arguments]
 [no-exit-message]
 classroom-registry ADDR="127.0.0.1:5000": registry-setup rootfs
-    @cargo build -q -p ferry-tests --bin ferry-lab
-    @{{sudo}} target/debug/ferry-lab classroom-registry --listen "$1"
+    #!/usr/bin/env bash
+    set -euo pipefail
+    cargo build -q -p ferry-tests --bin ferry-lab
+    # exec: Ctrl-C stops the registry, and its clean exit is the recipe's.
+    exec {{sudo}} target/debug/ferry-lab classroom-registry --listen "$1"
 
 # Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup

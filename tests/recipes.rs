@@ -622,10 +622,14 @@ fn classroom_registry_serves_the_workshop_images_until_ctrl_c() -> Result<()> {
     );
     killpg(Pid::from_raw(running.pid()), Signal::SIGINT).context("send SIGINT")?;
     let outcome = running.finish()?;
-    // 130: `just` itself was interrupted, and says so, as for any recipe.
     ensure!(
-        outcome.status == 130 && outcome.stderr.contains("the registry stopped"),
-        "after Ctrl-C:\n{outcome}"
+        outcome.status == 128 + Signal::SIGINT as i32
+            && outcome.stderr
+                == format!(
+                    "the registry stopped; its data stays in {}\n",
+                    place.scratch.join("classroom").display()
+                ),
+        "after Ctrl-C, a clean stop and one line that says so:\n{outcome}"
     );
     ensure!(
         registry::get(addr, "/v2/").is_err(),

@@ -238,7 +238,7 @@ pub fn kill_runtime_mid_run_with(ctx: &Ctx, options: &[&str]) -> Result<i32> {
     let sleep = process_named(&running, "sleep")?;
     host::signal(running.pid(), Signal::SIGKILL)?;
     wait_until(
-        "the container's end after its runtime's",
+        "the container's death after its runtime was killed with SIGKILL",
         Duration::from_secs(10),
         || host::has_ended(sleep).then_some(()),
     )?;

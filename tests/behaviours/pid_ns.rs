@@ -31,7 +31,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
     },
     Behaviour {
         name: "gets_new_namespaces",
-        hint: "the container's PID, UTS, IPC and mount namespaces differ from the host's (/proc/self/ns) (book: Step 02 › The idea)",
+        hint: "the container's PID, UTS, IPC and mount namespaces differ from the host's, read in /proc/self/ns (so it needs the /proc mount too) (book: Step 02 › The idea)",
         since: 2,
         kind: Feature,
         check: gets_new_namespaces,
@@ -52,7 +52,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
     },
     Behaviour {
         name: "dies_with_its_runtime",
-        hint: "kill -9 of the runtime ends the container: PR_SET_PDEATHSIG (book: Step 02 › The container dies with its runtime)",
+        hint: "kill -9 of the runtime ends the container: prctl(PR_SET_PDEATHSIG) with SIGKILL: a PID 1 ignores every other signal it has no handler for (book: Step 02 › The container dies with its runtime)",
         since: 2,
         kind: Feature,
         check: dies_with_its_runtime,
@@ -74,6 +74,11 @@ fn command_is_pid_1(ctx: &Ctx) -> Result<()> {
 /// own is running: the only pid it can see is its own.
 fn sees_only_its_own_processes(ctx: &Ctx) -> Result<()> {
     let outcome = ctx.sh(&[], "for p in /proc/[0-9]*; do echo ${p#/proc/}; done")?;
+    // An unmatched glob stays as it is: "[0-9]*" means /proc is empty.
+    ensure!(
+        outcome.stdout != "[0-9]*\n",
+        "/proc inside holds no process at all: nothing is mounted on it"
+    );
     expect(&outcome, 0, "1\n", "")
 }
 

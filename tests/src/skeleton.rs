@@ -162,8 +162,14 @@ fn cut_text(text: &str, cuts: &[&Cut], of: usize) -> String {
     let mut at = 0;
     while at < lines.len() {
         let Some(cut) = cuts.iter().find(|cut| cut.line == at + 1) else {
-            out.push_str(lines[at]);
-            out.push('\n');
+            // The book's anchors, and the lab markers of other steps, mean
+            // nothing in a lab: a learner would take them for TODOs.
+            let anchor = marker(lines[at], "// ANCHOR: ").is_some()
+                || marker(lines[at], "// ANCHOR_END: ").is_some();
+            if !anchor {
+                out.push_str(lines[at]);
+                out.push('\n');
+            }
             at += 1;
             continue;
         };
@@ -236,11 +242,7 @@ pub fn write(step: &Step, dest: &Path) -> Result<Vec<Cut>> {
         let relative = path.strip_prefix(&from).expect("below the step");
         let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
         let here: Vec<&Cut> = cuts.iter().filter(|cut| cut.file == relative).collect();
-        let text = if here.is_empty() {
-            text
-        } else {
-            cut_text(&text, &here, cuts.len())
-        };
+        let text = cut_text(&text, &here, cuts.len());
         let to = dest.join(relative);
         fs::create_dir_all(to.parent().expect("a file in a folder"))?;
         fs::write(&to, text).with_context(|| format!("write {}", to.display()))?;
@@ -326,20 +328,23 @@ fn manifest(step: &Step) -> Result<String> {
 fn readme(step: &Step, cuts: &[Cut]) -> String {
     let stand_ins = if cuts.iter().any(|cut| cut.instead.is_some()) {
         format!(
-            " Where the code runs in every container, a stand-in does what step\n\
+            "Where the code runs in every container, a stand-in does what step\n\
              {:02} did until you replace it, so that the earlier steps' behaviours\n\
              still pass; elsewhere the TODO is a `todo!()`.",
             step.number - 1
         )
     } else {
-        " Each TODO is a `todo!()`: the runtime stops there until you write it.".to_owned()
+        "Each TODO is a `todo!()`: the runtime stops there until you write it.".to_owned()
     };
     let mut text = format!(
         "# Lab {n:02}: write step {n:02} yourself\n\n\
          This crate is `steps/{folder}` with the code that teaches step {n:02}'s\n\
          idea cut out. Everything the earlier steps built is here and complete:\n\
-         you write only what is new, at the places marked `TODO K of {count}`.{stand_ins}\n\n\
-         Read the chapter first; write the TODOs in this order:\n\n\
+         you write only what is new, at the places marked `TODO K of {count}`.\n\
+         {stand_ins}\n\n\
+         Read the chapter's \"The idea\" first. Its \"The code\" shows the\n\
+         reference code of each TODO: keep it for when you are stuck. Write the\n\
+         TODOs in this order:\n\n\
          | TODO | where | what | the book |\n|---|---|---|---|\n",
         n = step.number,
         folder = step.folder,
@@ -423,7 +428,7 @@ fn run() -> u8 {
     }
 
     #[test]
-    fn cuts_become_stand_ins_or_todos_and_the_rest_stays() {
+    fn cuts_become_stand_ins_or_todos_and_other_markers_go() {
         let cuts = cuts_of(SOURCE).unwrap();
         let text = cut_text(SOURCE, &cuts.iter().collect::<Vec<_>>(), 3);
         assert_eq!(
@@ -438,9 +443,7 @@ fn run() -> u8 {
     // The book explains it: book/src/02-pid-ns.md#the-idea.
     // Until you do, this does what the step before did:
     let flags = none();
-    // ANCHOR: lab01-1-chroot Not this step's [01-chroot.md#the-idea]
     chroot();
-    // ANCHOR_END: lab01-1-chroot
     // TODO 3 of 3: Leave with its status.
     // The book explains it: book/src/02-pid-ns.md#the-code.
     todo!(\"TODO 3 of 3: Leave with its status\");

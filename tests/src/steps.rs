@@ -58,10 +58,11 @@ pub fn workspace_steps() -> Result<Vec<Step>> {
 
 /// Step `number` of the workspace.
 pub fn workspace_step(number: u8) -> Result<Step> {
-    workspace_steps()?
-        .into_iter()
+    let all = workspace_steps()?;
+    let last = all.last().map_or(0, |step| step.number);
+    all.into_iter()
         .find(|step| step.number == number)
-        .with_context(|| format!("there is no step {number} in steps/"))
+        .with_context(|| format!("there is no step {number} in steps/: the steps are 1 to {last}"))
 }
 
 /// The steps this run tests: see the module's documentation.

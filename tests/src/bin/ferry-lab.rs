@@ -236,6 +236,11 @@ fn classroom_registry(listen: &str, data: &std::path::Path) -> Result<()> {
     }
     server.wait()?;
     eprintln!("the registry stopped; its data stays in {}", data.display());
+    // End as a program that Ctrl-C ended does, by the signal: a caller
+    // (the shell, `just`) then knows it was interrupted, and says nothing.
+    // SAFETY: SIG_DFL installs no handler.
+    unsafe { signal(Signal::SIGINT, SigHandler::SigDfl) }.context("restore SIGINT")?;
+    nix::sys::signal::raise(Signal::SIGINT).context("raise SIGINT")?;
     Ok(())
 }
 
@@ -251,7 +256,7 @@ fn check(
     let folder = grade::lab_folder(&labs, &step);
     ensure!(
         folder.join("Cargo.toml").exists(),
-        "there is no lab for step {} in {}: `just lab {}` writes it",
+        "there is no lab for step {} in {} (or it has no Cargo.toml): `just lab {}` writes it",
         step.number,
         folder.display(),
         step.number
