@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use ferry_tests::host;
 use ferry_tests::netlab::{HOST, OUTSIDE};
 use ferry_tests::run::{Running, wait_until};
@@ -90,6 +90,13 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: says_what_firewall_drops_forwarding,
     },
     Behaviour {
+        name: "macs_are_fixed_and_derived",
+        hint: "the bridge has a MAC of its own, which no container's coming or going changes, and eth0's MAC comes from its address: 02:66 and the address's four bytes (book: Step 05 › The code)",
+        since: 5,
+        kind: Feature,
+        check: macs_are_fixed_and_derived,
+    },
+    Behaviour {
         name: "rejects_bad_network_options",
         hint: "bad -p, --network, or a subnet the host routes already: exit 125, a clear error, nothing made (book: Step 05 › The code)",
         since: 5,
@@ -129,19 +136,26 @@ fn network_host_is_the_hosts(ctx: &Ctx) -> Result<()> {
 }
 
 fn containers_reach_each_other(ctx: &Ctx) -> Result<()> {
-    let script = format!("{PRINT_ADDRESS}; nc -l -p 7000");
-    let mut listener = ctx.run(&[], &["/bin/sh", "-c", &script]).spawn()?;
-    let address = listener.next_line()?;
+    // The server answers every connection; busybox's nc may close one
+    // before a byte has crossed, so the client asks until it has heard.
+    let script = format!("{PRINT_ADDRESS}; while :; do echo hello | nc -l -p 7000; done");
+    let mut server = ctx.run(&[], &["/bin/sh", "-c", &script]).spawn()?;
+    let address = server.next_line()?;
+    let heard = if address.starts_with("10.77.") {
+        let client = format!("until nc -w 1 {address} 7000 </dev/null | grep hello; do :; done");
+        Some(ctx.sh(&[], &client))
+    } else {
+        None
+    };
+    // The server's PID 1 shell ignores SIGTERM: it ends with its runtime.
+    host::signal(server.pid(), Signal::SIGKILL)?;
+    let _ = server.finish();
     ensure!(
         address.starts_with("10.77."),
-        "the listener's address: {address:?}"
+        "the server's address: {address:?}"
     );
-    // Until the listener's nc is up, the connection is refused: try again.
-    let client = format!("until echo hello | nc -w 1 {address} 7000; do :; done");
-    let outcome = ctx.sh(&[], &client)?;
-    expect(&outcome, 0, "", "")?;
-    let served = listener.finish()?;
-    expect(&served, 0, &format!("{address}\nhello\n"), "")
+    let heard = heard.expect("asked when the server had an address")?;
+    expect(&heard, 0, "hello\n", "")
 }
 
 fn reaches_outside_as_the_host(ctx: &Ctx) -> Result<()> {
@@ -342,26 +356,74 @@ fn says_what_firewall_drops_forwarding(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn rejects_bad_network_options(ctx: &Ctx) -> Result<()> {
-    for (option, value, mention) in [
-        ("-p", "70000:80", "70000"),
-        ("-p", "abc", "abc"),
-        ("-p", "80", "HOST_PORT:CONTAINER_PORT"),
-        ("--network", "bogus", "bogus"),
-    ] {
-        let outcome = ctx.run(&[option, value], &["/bin/true"]).output()?;
-        expect_error(&outcome, 125, mention).with_context(|| format!("{option} {value}"))?;
+fn macs_are_fixed_and_derived(ctx: &Ctx) -> Result<()> {
+    let net = ctx.net()?;
+    let script = format!("{PRINT_ADDRESS}; cat /sys/class/net/eth0/address");
+    // Twice: the second container comes after the first has gone.
+    for _ in 0..2 {
+        let outcome = ctx.sh(&[], &script)?;
+        let lines: Vec<&str> = outcome.stdout.lines().collect();
+        let Some(address) = lines
+            .first()
+            .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        else {
+            bail!("no address: {outcome}");
+        };
+        let [a, b, c, d] = address.octets();
+        let wanted = format!("02:66:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+        ensure!(
+            lines.get(1) == Some(&wanted.as_str()),
+            "eth0's MAC for {address}: {:?}, not {wanted}",
+            lines.get(1)
+        );
+        let bridge = net.in_host(&["ip -o link show ferry0".to_owned()])?;
+        ensure!(
+            bridge.contains("link/ether 02:66:0a:4d:00:01 "),
+            "the bridge's MAC, after a container ended: {bridge}"
+        );
     }
-    let overlapping = ctx
-        .run(&[], &["/bin/true"])
-        .env("FERRY_SUBNET", "198.51.100.0/24")
-        .output()?;
-    expect_error(
-        &overlapping,
-        125,
-        "overlaps the host's route to 198.51.100.0/24",
-    )?;
+    Ok(())
+}
+
+fn rejects_bad_network_options(ctx: &Ctx) -> Result<()> {
+    for (options, mention) in [
+        (&["-p", "70000:80"][..], "70000"),
+        (&["-p", "abc"], "abc"),
+        (&["-p", "80"], "HOST_PORT:CONTAINER_PORT"),
+        (&["--network", "bogus"], "bogus"),
+        (&["-p", "8080:80", "-p", "8080:81"], "a second time"),
+        (
+            &["-p", "192.0.2.1:8080:80"],
+            "192.0.2.1 is not an address of this host",
+        ),
+    ] {
+        let outcome = ctx.run(options, &["/bin/true"]).output()?;
+        expect_error(&outcome, 125, mention).with_context(|| options.join(" "))?;
+    }
+    for (subnet, mention) in [
+        (
+            "198.51.100.0/24",
+            "overlaps the host's route to 198.51.100.0/24",
+        ),
+        ("10.77.0.0/31", "a prefix of 8 to 30"),
+    ] {
+        let outcome = ctx
+            .run(&[], &["/bin/true"])
+            .env("FERRY_SUBNET", subnet)
+            .output()?;
+        expect_error(&outcome, 125, mention).with_context(|| format!("FERRY_SUBNET={subnet}"))?;
+    }
     let links = ctx.net()?.host_links()?;
     ensure!(links == ["lo", "up0"], "made after bad input: {links:?}");
-    Ok(())
+    // A subnet other than the bridge's, once the bridge exists.
+    expect(&ctx.run(&[], &["/bin/true"]).output()?, 0, "", "")?;
+    let other = ctx
+        .run(&[], &["/bin/true"])
+        .env("FERRY_SUBNET", "10.88.0.0/16")
+        .output()?;
+    expect_error(
+        &other,
+        125,
+        "the bridge ferry0 has 10.77.0.1, not 10.88.0.1",
+    )
 }

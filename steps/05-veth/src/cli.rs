@@ -50,8 +50,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: Limits,
 
-    /// The container's network: bridge (its own, on the ferry0 bridge),
-    /// none (its own, with only lo) or host (the host's)
+    /// The container's network: bridge (its own, on the ferry0 bridge,
+    /// whose subnet is $FERRY_SUBNET or 10.77.0.0/16), none (its own,
+    /// with only lo) or host (the host's)
     #[arg(long, value_name = "MODE", default_value = "bridge", value_parser = network::Mode::parse)]
     pub network: network::Mode,
 

@@ -28,7 +28,8 @@ const TABLE: &str = "ip ferry";
 // ANCHOR: prepare
 /// The table, its chains and the masquerade rules: one transaction, which
 /// nft applies whole or not at all, so that runtimes starting at the same
-/// moment never see half a table, and never add a rule twice.
+/// moment never see half a table, and never add a rule twice. (-100 is the
+/// priority that `dstnat` names; nft 1.0 takes the name only in prerouting.)
 pub fn prepare(subnet: Subnet) -> Result<()> {
     // ANCHOR: lab05-5-masquerade The table ip ferry, its nat chains, and the masquerade rule for the subnet (nft -f, one transaction) [05-veth.md#the-code]
     nft(&format!(

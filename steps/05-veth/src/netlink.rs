@@ -15,6 +15,7 @@ use nix::errno::Errno;
 
 /// Attribute types and values from <linux/if_link.h>, <linux/veth.h>,
 /// <linux/if_addr.h> and <linux/rtnetlink.h> that libc does not carry.
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -152,10 +153,23 @@ impl Netlink {
     }
 
     // ANCHOR: veth
-    /// `ip link add HOST_END up master BRIDGE type veth peer name PEER netns
-    /// PID`: a veth pair whose host end is up on the bridge, and whose other
-    /// end is born in the network namespace of process `pid`.
-    pub fn add_veth(&self, host_end: &str, bridge: u32, peer: &str, pid: i32) -> Result<()> {
+    /// `ip link add HOST_END up master BRIDGE type veth peer name PEER
+    /// address MAC netns PID`: a veth pair whose host end is up on the
+    /// bridge, and whose other end is born in the network namespace of
+    /// process `pid`.
+    pub fn add_veth(
+        &self,
+        host_end: &str,
+        bridge: u32,
+        peer: &str,
+        mac: &str,
+        pid: i32,
+    ) -> Result<()> {
+        let mac: Vec<u8> = mac
+            .split(':')
+            .map(|byte| u8::from_str_radix(byte, 16))
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("the MAC address {mac}"))?;
         let flags = (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16;
         let mut message = Message::new(libc::RTM_NEWLINK, flags);
         message.link(0, true);
@@ -167,6 +181,7 @@ impl Netlink {
         message.begin(VETH_INFO_PEER);
         message.link(0, false);
         message.name(IFLA_IFNAME, peer);
+        message.attribute(IFLA_ADDRESS, &mac);
         message.attribute(IFLA_NET_NS_PID, &pid.to_ne_bytes());
         message.end();
         message.end();

@@ -33,7 +33,7 @@ use serde_json::Value;
 use crate::ipam::{Lease, Pool, Subnet};
 use crate::nat::{self, Published};
 use crate::netlink::{self, Netlink};
-use crate::ports::Publish;
+use crate::ports::{self, Publish};
 
 /// The bridge every container of the `bridge` network is plugged into,
 /// made by the first one and left in place after, like Docker's docker0.
@@ -74,7 +74,14 @@ impl Mode {
 /// The subnet the bridge uses: $FERRY_SUBNET, or the default.
 pub fn subnet() -> Result<Subnet> {
     let text = std::env::var("FERRY_SUBNET").unwrap_or_else(|_| DEFAULT_SUBNET.to_owned());
-    Subnet::parse(&text).with_context(|| format!("FERRY_SUBNET={text}"))
+    let subnet = Subnet::parse(&text).context("FERRY_SUBNET")?;
+    // A /31 or /32 has no address for a container, and anything wider than
+    // a /8 is more than any host should hand out.
+    ensure!(
+        (8..=30).contains(&subnet.prefix()),
+        "FERRY_SUBNET: {subnet}: a subnet for containers has a prefix of 8 to 30"
+    );
+    Ok(subnet)
 }
 
 // ANCHOR: bridge
@@ -85,17 +92,65 @@ pub fn subnet() -> Result<Subnet> {
 pub fn ensure_bridge(subnet: &Subnet) -> Result<Made> {
     // ANCHOR: lab05-3-bridge Make the ferry0 bridge once, with the subnet's first address, after refusing a subnet the host routes already (ip link add … type bridge) [05-veth.md#the-code]
     if bridge_exists() {
+        let has = bridge_address()?;
+        ensure!(
+            has == Some(subnet.gateway()),
+            "the bridge {BRIDGE} has {}, not {}: its containers use another subnet; \
+             set FERRY_SUBNET to the bridge's, or remove it when no container runs \
+             (`ip link del {BRIDGE}`)",
+            has.map_or("no address".to_owned(), |address| address.to_string()),
+            subnet.gateway()
+        );
         return Ok(Made::Before);
     }
     refuse_overlap(subnet)?;
     let gateway = format!("{}/{}", subnet.gateway(), subnet.prefix());
+    // A bridge takes the lowest MAC address of its ports unless it has one
+    // of its own: each container that goes could change the gateway's
+    // address under the others, which then lose it until their neighbour
+    // caches expire. So one fixed, locally administered address.
+    let mac = mac_for(subnet.gateway());
     ip_batch(&[
-        format!("link add {BRIDGE} type bridge"),
+        format!("link add {BRIDGE} address {mac} type bridge"),
         format!("addr add {gateway} dev {BRIDGE}"),
         format!("link set {BRIDGE} up"),
     ])?;
     Ok(Made::Now)
     // ANCHOR_END: lab05-3-bridge instead: Ok(Made::Before)
+}
+
+/// A locally administered MAC address (the 0x02 bit) made from an IPv4
+/// address, as Docker makes its containers': an address that comes back
+/// comes back with the same MAC, and no neighbour cache holds a stale one.
+pub fn mac_for(address: Ipv4Addr) -> String {
+    let [a, b, c, d] = address.octets();
+    format!("02:66:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// The bridge's IPv4 address, with one ioctl (SIOCGIFADDR).
+fn bridge_address() -> Result<Option<Ipv4Addr>> {
+    // SAFETY: socket(2) takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let fd = nix::errno::Errno::result(fd).context("open a socket")?;
+    // SAFETY: the descriptor is new and ours alone; OwnedFd closes it.
+    let _socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value of it.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(BRIDGE.bytes()) {
+        *to = from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFADDR fills in an ifreq, which `request` is.
+    let done = unsafe { libc::ioctl(fd, libc::SIOCGIFADDR, &mut request) };
+    if done != 0 {
+        // EADDRNOTAVAIL: the bridge has no IPv4 address.
+        return Ok(None);
+    }
+    // SAFETY: for SIOCGIFADDR the kernel wrote a sockaddr_in into the union.
+    let address = unsafe {
+        let sockaddr: libc::sockaddr_in = std::mem::transmute_copy(&request.ifr_ifru.ifru_addr);
+        sockaddr.sin_addr.s_addr
+    };
+    Ok(Some(Ipv4Addr::from(u32::from_be(address))))
 }
 
 /// Whether the bridge had to be made by this runtime.
@@ -148,13 +203,14 @@ fn refuse_overlap(subnet: &Subnet) -> Result<()> {
 /// and the kernel deletes it (both ends) when the container's namespace
 /// goes, with its last process, however that process ends. Deleting it
 /// ourselves would only wait for the same (15 ms, for an RCU grace period).
-pub fn connect(child: Pid, id: &str) -> Result<()> {
+pub fn connect(child: Pid, id: &str, address: Ipv4Addr) -> Result<()> {
     // ANCHOR: lab05-4-veth A veth pair whose host end is up on the bridge, and whose other end is born in the child's namespace as eth0 (netlink: RTM_NEWLINK, kind veth, VETH_INFO_PEER, IFLA_NET_NS_PID) [05-veth.md#the-code]
     // Interface names are at most 15 bytes: "fe" and 10 of the id's.
     let host_end = format!("fe{}", &id[..10]);
     let bridge = netlink::index_of(BRIDGE);
     ensure!(bridge != 0, "the bridge {BRIDGE} is gone");
-    Netlink::open()?.add_veth(&host_end, bridge, "eth0", child.as_raw())
+    let mac = mac_for(address);
+    Netlink::open()?.add_veth(&host_end, bridge, "eth0", &mac, child.as_raw())
     // ANCHOR_END: lab05-4-veth instead: Ok(())
 }
 // ANCHOR_END: connect
@@ -295,6 +351,7 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
             firewall: None,
         });
     }
+    ports::check(ports)?;
     let subnet = subnet()?;
     // Under the pool's lock, all of it: the first of runtimes started at
     // the same moment makes the bridge, the others find it whole; who is
@@ -303,9 +360,14 @@ pub fn prepare(mode: Mode, id: &str, ports: &[Publish]) -> Result<HostSide> {
     // The bridge and its rules are made together, once: like docker0, they
     // stay. (`ip link del ferry0` has the next container make both anew.)
     if ensure_bridge(&subnet)? == Made::Now {
-        enable_forwarding()?;
-        route_localnet()?;
-        nat::prepare(subnet)?;
+        let routed = enable_forwarding()
+            .and_then(|()| route_localnet())
+            .and_then(|()| nat::prepare(subnet));
+        if let Err(error) = routed {
+            // Not half a bridge: the next container makes both anew.
+            let _ = ip_batch(&[format!("link del {BRIDGE}")]);
+            return Err(error);
+        }
     }
     let reclaimed = pool.reclaim()?;
     if reclaimed.dead > 0 || !ports.is_empty() {
@@ -331,7 +393,7 @@ impl HostSide {
     /// Once the child's namespace exists: its end of the network.
     pub fn connect(&self, child: Pid, id: &str) -> Result<()> {
         match &self.lease {
-            Some(_) => connect(child, id),
+            Some(lease) => connect(child, id, lease.address()),
             None => Ok(()),
         }
     }

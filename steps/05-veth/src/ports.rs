@@ -95,6 +95,29 @@ fn port(text: &str) -> Result<u16, String> {
 }
 // ANCHOR_END: parse
 
+/// What no single `-p` shows: a host port published twice, and an address
+/// that is not the host's own (no connection could come to it). Checked
+/// before anything is made.
+pub fn check(ports: &[Publish]) -> anyhow::Result<()> {
+    for (at, port) in ports.iter().enumerate() {
+        let same_port =
+            |other: &Publish| (other.protocol, other.host_port) == (port.protocol, port.host_port);
+        anyhow::ensure!(
+            !ports[..at].iter().any(same_port),
+            "-p {port} publishes host port {}/{} a second time",
+            port.host_port,
+            port.protocol
+        );
+        if let Some(ip) = port.host_ip {
+            // Binding to it succeeds only for an address of this host's.
+            std::net::UdpSocket::bind((ip, 0)).map_err(|error| {
+                anyhow::anyhow!("-p {port}: {ip} is not an address of this host: {error}")
+            })?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
