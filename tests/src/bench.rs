@@ -422,7 +422,7 @@ fn report(options: &Options, rows: &[Row], sized: &[Row]) -> String {
         let added = after.median.as_secs_f64() - before.median.as_secs_f64();
         let _ = writeln!(
             out,
-            "\nStep 05's network (a veth pair, an address, the bridge and its rules): {:.2} ms on top of step 04's start, both through nsenter in a network lab (the goal: at most 5 ms).",
+            "\nStep 05's network (a network namespace, an address, a veth pair): {:.2} ms on top of step 04's start, both through nsenter in a network lab (the goal: at most 5 ms).",
             added * 1000.0
         );
     }
