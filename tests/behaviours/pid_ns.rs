@@ -87,6 +87,20 @@ fn sees_only_its_own_processes(ctx: &Ctx) -> Result<()> {
 fn mounts_its_own_proc(ctx: &Ctx) -> Result<()> {
     let outcome = leaves_mounts_alone(|| ctx.run(&[], &["/bin/cat", "/proc/1/comm"]).output())?;
     expect(&outcome, 0, "cat\n", "")?;
+    // Mounted as Docker mounts it: no set-uid programs, no device files,
+    // nothing to execute there.
+    let options = ctx.sh(
+        &[],
+        "grep -m1 ' /proc proc ' /proc/self/mounts | cut -d' ' -f4",
+    )?;
+    let flags: Vec<&str> = options.stdout.trim().split(',').collect();
+    ensure!(
+        ["nosuid", "nodev", "noexec"]
+            .iter()
+            .all(|flag| flags.contains(flag)),
+        "/proc's mount options: {:?}, without all of nosuid, nodev and noexec",
+        options.stdout.trim()
+    );
     ensure!(
         listing(&ctx.rootfs.join("proc"))?.is_empty(),
         "the rootfs's /proc is not empty on the host"

@@ -308,23 +308,29 @@ pub fn tool(name: &str) -> Result<PathBuf> {
 /// the container's namespace: then the servers the stub itself asks, as
 /// Docker does.
 pub fn nameservers() -> Vec<Ipv4Addr> {
-    let read = |path: &str| -> Vec<Ipv4Addr> {
-        fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
+    let read = |path: &str| fs::read_to_string(path).unwrap_or_default();
+    let host = read("/etc/resolv.conf");
+    // systemd-resolved keeps the servers it asks here.
+    upstream_of(&host, || read("/run/systemd/resolve/resolv.conf"))
+}
+
+/// The servers of resolv.conf text `host`, or, if it names a loopback
+/// server (a stub), the non-loopback ones of `stub_asks`.
+fn upstream_of(host: &str, stub_asks: impl FnOnce() -> String) -> Vec<Ipv4Addr> {
+    let servers = |text: &str| -> Vec<Ipv4Addr> {
+        text.lines()
             .filter_map(|line| line.strip_prefix("nameserver"))
             .filter_map(|address| address.trim().parse().ok())
             .collect()
     };
-    let servers = read("/etc/resolv.conf");
-    if servers.iter().any(Ipv4Addr::is_loopback) {
-        let upstream: Vec<_> = read("/run/systemd/resolve/resolv.conf")
-            .into_iter()
-            .filter(|server| !server.is_loopback())
-            .collect();
-        return upstream;
+    let named = servers(host);
+    if !named.iter().any(Ipv4Addr::is_loopback) {
+        return named;
     }
-    servers
+    servers(&stub_asks())
+        .into_iter()
+        .filter(|server| !server.is_loopback())
+        .collect()
 }
 
 // ANCHOR: prepare
@@ -421,3 +427,23 @@ impl HostSide {
     }
 }
 // ANCHOR_END: prepare
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_stub_gives_way_to_the_servers_it_asks() {
+        let stub = "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0\n";
+        let upstream = "nameserver 192.0.2.53\nnameserver 127.0.0.1\n";
+        assert_eq!(
+            upstream_of(stub, || upstream.to_owned()),
+            [Ipv4Addr::new(192, 0, 2, 53)]
+        );
+        let plain = "nameserver 198.51.100.53\n";
+        assert_eq!(
+            upstream_of(plain, || unreachable!("no stub, nothing else read")),
+            [Ipv4Addr::new(198, 51, 100, 53)]
+        );
+    }
+}
