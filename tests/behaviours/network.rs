@@ -16,7 +16,7 @@ use ferry_tests::run::{Running, wait_until};
 use nix::sys::signal::Signal;
 
 use crate::check::{Ctx, expect, expect_error, kill_runtime_mid_run_with, process_named};
-use crate::{Behaviour, Kind::BadInput, Kind::Feature, Kind::Kept};
+use crate::{Behaviour, Kind::BadInput, Kind::Feature};
 
 pub const BEHAVIOURS: &[Behaviour] = &[
     Behaviour {
@@ -28,9 +28,9 @@ pub const BEHAVIOURS: &[Behaviour] = &[
     },
     Behaviour {
         name: "network_host_is_the_hosts",
-        hint: "--network host: no network namespace, the host's interfaces (book: Step 05 › The idea)",
+        hint: "--network host: no network namespace, the host's interfaces, where the default gives the container its own (book: Step 05 › The idea)",
         since: 5,
-        kind: Kept,
+        kind: Feature,
         check: network_host_is_the_hosts,
     },
     Behaviour {
@@ -132,7 +132,10 @@ fn has_its_own_interfaces_and_route(ctx: &Ctx) -> Result<()> {
 
 fn network_host_is_the_hosts(ctx: &Ctx) -> Result<()> {
     let outcome = ctx.sh(&["--network", "host"], "ls /sys/class/net")?;
-    expect(&outcome, 0, "lo\nup0\n", "")
+    expect(&outcome, 0, "lo\nup0\n", "")?;
+    // Only with `host`: by default the container has a namespace of its own.
+    let own = ctx.sh(&[], "ls /sys/class/net")?;
+    expect(&own, 0, "eth0\nlo\n", "")
 }
 
 fn containers_reach_each_other(ctx: &Ctx) -> Result<()> {
