@@ -130,18 +130,12 @@ impl NetLab {
 
     /// A TCP connection from the outside namespace.
     pub fn connect_from_outside(&self, to: SocketAddr) -> Result<std::net::TcpStream> {
-        in_netns(&self.outside, move || {
-            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))
-                .with_context(|| format!("connect from outside to {to}"))
-        })
+        connect_in(&self.outside, to)
     }
 
     /// A TCP connection from the lab host itself.
     pub fn connect_from_host(&self, to: SocketAddr) -> Result<std::net::TcpStream> {
-        in_netns(&self.host, move || {
-            std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))
-                .with_context(|| format!("connect from the lab host to {to}"))
-        })
+        connect_in(&self.host, to)
     }
 
     /// A UDP socket in the outside namespace.
@@ -187,6 +181,13 @@ impl Drop for NetLab {
             let _ = std::fs::remove_dir(parent);
         }
     }
+}
+
+fn connect_in(holder: &Holder, to: SocketAddr) -> Result<std::net::TcpStream> {
+    in_netns(holder, move || {
+        std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5))
+            .with_context(|| format!("connect to {to} in the lab"))
+    })
 }
 
 fn sh_in(holder: &Holder, commands: &[String]) -> Result<String> {

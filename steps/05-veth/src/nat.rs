@@ -15,6 +15,8 @@
 //! taken, to remove them when the container ends, and to remove those of a
 //! container whose runtime died.
 
+use std::net::Ipv4Addr;
+
 use serde_json::Value;
 
 use anyhow::{Context, Result, bail};
@@ -121,25 +123,25 @@ impl Published {
         let taken = rules()?;
         let mut script = Vec::new();
         for port in ports {
+            // Every address of the host's, unless the port names one.
+            let ip = port.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
             let listen = port
                 .host_ip
                 .map_or(String::new(), |ip| format!("ip daddr {ip} "));
-            let what = format!(
-                "{} {}:{}",
-                port.protocol,
-                port.host_ip
-                    .map_or("0.0.0.0".to_owned(), |ip| ip.to_string()),
-                port.host_port
-            );
+            let what = format!("{} {ip}:{}", port.protocol, port.host_port);
             let clash = |rule: &&Rule| {
-                let (protocol, address) = rule.what.split_once(' ').unwrap_or_default();
-                let (ip, host_port) = address.rsplit_once(':').unwrap_or_default();
-                let this_ip = port
-                    .host_ip
-                    .map_or("0.0.0.0".to_owned(), |ip| ip.to_string());
+                let Some((protocol, address)) = rule.what.split_once(' ') else {
+                    return false;
+                };
+                let Some((other, host_port)) = address.rsplit_once(':') else {
+                    return false;
+                };
+                let Ok(other) = other.parse::<Ipv4Addr>() else {
+                    return false;
+                };
                 protocol == port.protocol.to_string()
                     && host_port == port.host_port.to_string()
-                    && (ip == "0.0.0.0" || this_ip == "0.0.0.0" || ip == this_ip)
+                    && (other == ip || other.is_unspecified() || ip.is_unspecified())
             };
             if let Some(rule) = taken.iter().find(clash) {
                 bail!(
