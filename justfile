@@ -54,7 +54,7 @@ build:
 registry-setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    missing=$(for package in docker-registry skopeo umoci; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+    missing=$(for package in docker-registry skopeo umoci curl; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
     if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
         {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing

@@ -14,6 +14,7 @@ mod check;
 mod mount_overlay;
 mod network;
 mod pid_ns;
+mod registry;
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -60,6 +61,7 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
         .chain(mount_overlay::BEHAVIOURS)
         .chain(cgroups::BEHAVIOURS)
         .chain(network::BEHAVIOURS)
+        .chain(registry::BEHAVIOURS)
 }
 
 /// What each trial found, for FERRY_REPORT.

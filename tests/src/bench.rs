@@ -18,6 +18,8 @@ use serde_json::json;
 
 use crate::cgroup;
 use crate::netlab::NetLab;
+use crate::oci::{self, Format, Image};
+use crate::registry_lab::{Auth, RegistryLab};
 use crate::scratch::Scratch;
 use crate::steps::{self, Step};
 
@@ -320,7 +322,136 @@ pub fn run(options: &Options) -> Result<String> {
         }
     }
     let sized_rows = measure(&sized, options)?;
-    Ok(report(options, &main_rows, &sized_rows))
+    let pull_rows = match all.iter().find(|step| step.number == PULL_SINCE) {
+        Some(step) => pulls(step, options, &fixtures)?,
+        None => Vec::new(),
+    };
+    Ok(report(options, &main_rows, &sized_rows, &pull_rows))
+}
+
+/// The step that pulls images.
+const PULL_SINCE: u8 = 6;
+
+/// Pulling the bench image from a registry in the lab, from an empty store,
+/// against skopeo and umoci doing the same job; and starting from the
+/// pulled image against starting from a directory.
+fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>> {
+    let lab = RegistryLab::start(&fixtures.net, Auth::Anonymous)?;
+    lab.push(BENCH_IMAGE, &bench_image(&options.rootfs)?, Format::Oci)?;
+    let image = format!("{}/{BENCH_IMAGE}", RegistryLab::ADDRESS);
+    let binary = options.bin_dir.join(format!("step{}", step.folder));
+    let work = fixtures.scratch.join("pulls");
+    fs::create_dir_all(&work)?;
+    let shell = |name: &str, script: String| {
+        in_network_lab(
+            fixtures,
+            name.to_owned(),
+            PathBuf::from("sh"),
+            vec!["-c".to_owned(), script],
+        )
+    };
+    // Both start from nothing: the last round's copy is removed first, in
+    // the same way, inside the timed command.
+    let ours = work.join("ferry");
+    let theirs = work.join("reference");
+    let cases = [
+        shell(
+            &format!("step{} pull", step.folder),
+            format!(
+                "rm -rf {ours} && exec {} pull --root {ours} {image} 2>/dev/null",
+                binary.display(),
+                ours = ours.display()
+            ),
+        ),
+        shell(
+            "skopeo copy + umoci unpack",
+            format!(
+                "rm -rf {theirs} && mkdir -p {theirs} && \
+                 skopeo copy --quiet --src-tls-verify=false docker://{image} oci:{theirs}/layout:bench && \
+                 exec umoci unpack --image {theirs}/layout:bench {theirs}/bundle",
+                theirs = theirs.display()
+            ),
+        ),
+    ];
+    let runs = Options {
+        runs: options.runs.clamp(1, 10),
+        warmup: options.warmup.min(1),
+        bin_dir: options.bin_dir.clone(),
+        rootfs: options.rootfs.clone(),
+    };
+    let mut rows = measure(&cases, &runs)?;
+    // Starting a container: from the pulled image's layers, and from a
+    // directory, with the same runtime and --root.
+    let state = work.join("started");
+    let pulled = Command::new(&fixtures.net.command_prefix()[0])
+        .args(&fixtures.net.command_prefix()[1..])
+        .arg(&binary)
+        .args(["pull", "--root"])
+        .arg(&state)
+        .arg(&image)
+        .output()
+        .context("pull the bench image")?;
+    ensure!(
+        pulled.status.success(),
+        "pull the bench image: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let start = |name: &str, rootfs: &str| {
+        let args = vec![
+            "run".to_owned(),
+            "--root".to_owned(),
+            state.display().to_string(),
+            "--cgroup-parent".to_owned(),
+            fixtures.cgroups.name.clone(),
+            rootfs.to_owned(),
+            "/bin/true".to_owned(),
+        ];
+        in_network_lab(fixtures, name.to_owned(), binary.clone(), args)
+    };
+    let starts = [
+        start(&format!("step{} run IMAGE", step.folder), &image),
+        start(
+            &format!("step{} run DIRECTORY", step.folder),
+            &options.rootfs.display().to_string(),
+        ),
+    ];
+    rows.extend(measure(&starts, options)?);
+    Ok(rows)
+}
+
+const BENCH_IMAGE: &str = "ferry/bench:latest";
+
+/// The workshop rootfs and two layers of 32 MiB each that gzip cannot
+/// shrink (bytes of a fixed pseudo-random sequence): a pull that moves
+/// real bytes.
+fn bench_image(rootfs: &Path) -> Result<Vec<Image>> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |bytes: usize| {
+        (0..bytes)
+            .map(|_| {
+                // xorshift64: enough to defeat gzip, the same every time.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect::<Vec<u8>>()
+    };
+    let mut layers = vec![oci::dir_layer(rootfs)?];
+    for name in ["data/one", "data/two"] {
+        let data = noise(32 << 20);
+        layers.push(oci::tar_layer(|builder| {
+            oci::raw_entry(
+                builder,
+                tar::EntryType::Regular,
+                name.as_bytes(),
+                None,
+                0o644,
+                &data,
+            )
+        })?);
+    }
+    Ok(vec![Image::new(layers)])
 }
 
 struct Row {
@@ -361,7 +492,7 @@ fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
 
-fn report(options: &Options, rows: &[Row], sized: &[Row]) -> String {
+fn report(options: &Options, rows: &[Row], sized: &[Row], pulls: &[Row]) -> String {
     let find = |prefix: &str| {
         rows.iter()
             .find(|row| row.name.starts_with(prefix))
@@ -442,6 +573,51 @@ fn report(options: &Options, rows: &[Row], sized: &[Row]) -> String {
             ms(row.p90)
         );
     }
+    if pulls.len() == 4 {
+        let _ = writeln!(
+            out,
+            "\nPulling a three-layer image of 66 MiB (two layers of incompressible bytes) from a registry in the lab, into an empty store, median of {} runs:\n",
+            options.runs.clamp(1, 10)
+        );
+        let _ = writeln!(
+            out,
+            "| what | median | p90 | × the reference tools | peak memory |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        for row in &pulls[..2] {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} MiB |",
+                row.name,
+                ms(row.median),
+                ms(row.p90),
+                ratio(row.median, pulls[1].median),
+                row.peak_memory >> 20
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nThe pull takes {} the time of skopeo and umoci (the goal: at most 0.50×).",
+            ratio(pulls[0].median, pulls[1].median)
+        );
+        let _ = writeln!(out, "\n| what | median | p90 | × from a directory |");
+        let _ = writeln!(out, "|---|---:|---:|---:|");
+        for row in &pulls[2..] {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                row.name,
+                ms(row.median),
+                ms(row.p90),
+                ratio(row.median, pulls[3].median)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nStarting from the image's three layers takes {} the time of starting from a directory (the goal: at most 1.10×).",
+            ratio(pulls[2].median, pulls[3].median)
+        );
+    }
     out
 }
 
@@ -475,7 +651,7 @@ fn today() -> String {
 
 /// Fails unless every tool the bench needs is there.
 pub fn check_tools() -> Result<()> {
-    for tool in ["runc", "unshare", "cp"] {
+    for tool in ["runc", "unshare", "cp", "skopeo", "umoci"] {
         if Command::new(tool)
             .arg("--version")
             .stdout(Stdio::null())

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -13,68 +14,100 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use crate::netlab::NetLab;
+
 /// How long a connection may sit silent before it is dropped, so that no
 /// connection thread outlives its server for long.
 const SILENCE: Duration = Duration::from_secs(30);
 
-/// A listener on a free loopback port, answering each connection with
-/// `handle` in a thread of its own, until dropped.
+/// A listener answering each connection with `handle` in a thread of its
+/// own, until dropped.
 pub(crate) struct Server {
     pub addr: SocketAddr,
+    /// The listening socket (a clone of the accept thread's): shut down to
+    /// wake that thread, from whichever namespace the server is dropped in.
+    listener: TcpListener,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    pub fn start(
+    /// A server on `listen`, in `net`'s host namespace if given: the
+    /// listener is bound, and the accept thread started, from a thread in
+    /// that namespace, so the connection threads (and what they connect
+    /// to, as the proxy does upstream) are in it too.
+    pub fn start_at(
         what: &str,
+        listen: SocketAddr,
+        net: Option<&NetLab>,
         handle: impl Fn(TcpStream) -> Result<()> + Send + Sync + 'static,
     ) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .with_context(|| format!("{what}: bind 127.0.0.1:0"))?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
-        let handle = Arc::new(handle);
         let what = what.to_owned();
-        let accept = thread::Builder::new()
-            .name(what.clone())
-            .spawn(move || {
-                let mut connections: Vec<JoinHandle<()>> = Vec::new();
-                for stream in listener.incoming() {
-                    if stopping.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let handle = Arc::clone(&handle);
-                    let what = what.clone();
-                    connections.retain(|connection| !connection.is_finished());
-                    connections.push(thread::spawn(move || {
-                        let _ = stream.set_read_timeout(Some(SILENCE));
-                        if let Err(error) = handle(stream) {
-                            eprintln!("{what}: {error:#}");
-                        }
-                    }));
-                }
-                for connection in connections {
-                    let _ = connection.join();
-                }
-            })
-            .context("start the server thread")?;
+        let start = move || serve(what, listen, handle);
+        let (listener, stop, accept) = match net {
+            Some(net) => net.in_host_netns(start)?,
+            None => start()?,
+        };
         Ok(Self {
-            addr,
+            addr: listener.local_addr()?,
+            listener,
             stop,
             accept: Some(accept),
         })
     }
 }
 
+/// The listener and its accept thread, in the calling thread's namespace.
+fn serve(
+    what: String,
+    listen: SocketAddr,
+    handle: impl Fn(TcpStream) -> Result<()> + Send + Sync + 'static,
+) -> Result<(TcpListener, Arc<AtomicBool>, JoinHandle<()>)> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("{what}: bind {listen}"))?;
+    let waker = listener
+        .try_clone()
+        .with_context(|| format!("{what}: clone the listener"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let handle = Arc::new(handle);
+    let accept = thread::Builder::new()
+        .name(what.clone())
+        .spawn(move || {
+            let mut connections: Vec<JoinHandle<()>> = Vec::new();
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let handle = Arc::clone(&handle);
+                let what = what.clone();
+                connections.retain(|connection| !connection.is_finished());
+                connections.push(thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(SILENCE));
+                    if let Err(error) = handle(stream) {
+                        eprintln!("{what}: {error:#}");
+                    }
+                }));
+            }
+            for connection in connections {
+                let _ = connection.join();
+            }
+        })
+        .context("start the server thread")?;
+    Ok((waker, stop, accept))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // accept(2) returns only for a connection: make one.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(accept) = self.accept.take() {
+        // accept(2) returns for a connection, or (Linux) with EINVAL once
+        // its listening socket is shut down. Connecting would do only from
+        // the server's own network namespace; shutting down does from any.
+        // SAFETY: shutdown(2) on a descriptor this server owns, still open.
+        let shut = unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        // Should it ever fail, the thread is left to end with the process
+        // rather than waited for forever.
+        if let Some(accept) = self.accept.take().filter(|_| shut == 0) {
             let _ = accept.join();
         }
     }

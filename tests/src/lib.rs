@@ -13,6 +13,7 @@ pub mod lab;
 pub mod netlab;
 pub mod oci;
 pub mod registry;
+pub mod registry_lab;
 pub mod rootfs;
 pub mod run;
 pub mod scratch;

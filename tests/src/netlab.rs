@@ -111,6 +111,18 @@ impl NetLab {
         vec!["nsenter".into(), net, "--".into()]
     }
 
+    /// Runs `work` in the lab host namespace, on a thread of its own that
+    /// entered it: sockets it makes, and threads it starts (which inherit
+    /// the namespace), stay there. A child process it forks would too, but
+    /// its PR_SET_PDEATHSIG would fire when that short-lived thread ends:
+    /// start children through `command_prefix` instead.
+    pub fn in_host_netns<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        in_netns(&self.host, work)
+    }
+
     /// Runs shell commands in the lab host namespace; fails with their output.
     pub fn in_host(&self, commands: &[String]) -> Result<String> {
         sh_in(&self.host, commands)

@@ -3,6 +3,7 @@
 //! several platforms, uncompressed layers. skopeo then pushes them to a
 //! registry of ours (`crate::registry`) without changing the blobs.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -357,7 +358,21 @@ pub fn push(
     format: Format,
     creds: Option<&str>,
 ) -> Result<()> {
-    let mut command = Command::new("skopeo");
+    push_through(&[], layout, tag, reference, format, creds)
+}
+
+/// The same push, skopeo started through `prefix`: with a network lab's
+/// `command_prefix` (`nsenter --net=… --`) it pushes from the lab host's
+/// namespace, where `127.0.0.1:PORT` is the lab's own loopback.
+pub fn push_through(
+    prefix: &[OsString],
+    layout: &Path,
+    tag: &str,
+    reference: &str,
+    format: Format,
+    creds: Option<&str>,
+) -> Result<()> {
+    let mut command = skopeo(prefix);
     command.args(["copy", "--quiet", "--dest-tls-verify=false"]);
     if names_index(layout, tag)? {
         command.arg("--all");
@@ -383,6 +398,34 @@ pub fn push(
         String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
+}
+
+/// How skopeo is run: add its arguments (`copy …`). Through `prefix`
+/// (`NetLab::command_prefix`, or none), and in a mount namespace of its
+/// own with a tmpfs over /var/lib: run as root, skopeo keeps a blob-info
+/// cache in /var/lib/containers/cache, and 1.9.3 has no option or variable
+/// to put it elsewhere (only the rootless path follows $XDG_DATA_HOME).
+/// The tmpfs goes with the namespace when skopeo exits, and the cache
+/// with it. Nothing else skopeo reads for a copy lives under /var/lib.
+pub fn skopeo(prefix: &[OsString]) -> Command {
+    let mut words = prefix.to_vec();
+    words.extend(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o mode=0755 ferry-skopeo /var/lib && exec skopeo "$@""#,
+            "sh",
+        ]
+        .map(OsString::from),
+    );
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]);
+    command
 }
 
 /// Whether index.json's entry for `tag` is an image index.

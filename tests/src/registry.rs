@@ -4,7 +4,8 @@
 //! built from the workshop rootfs with umoci and pushed with skopeo.
 //!
 //! `just classroom-registry` serves it to a room; step 06's tests start one
-//! on a free loopback port for themselves. Nothing here talks to any
+//! on a free loopback port for themselves, or on fixed ports in a network
+//! lab's own loopback (`crate::registry_lab`). Nothing here talks to any
 //! registry but the one it started.
 
 use std::collections::HashMap;
@@ -24,6 +25,8 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::http::{self, Server};
+use crate::netlab::NetLab;
+use crate::oci;
 use crate::run::wait_until;
 
 /// Debian's package installs the registry under this name.
@@ -46,22 +49,46 @@ impl Registry {
     /// Starts a registry listening on `listen` that keeps its blobs and its
     /// configuration under `data`, and waits until it answers.
     pub fn start(listen: &str, data: &Path) -> Result<Self> {
-        Self::start_with(listen, data, None)
+        Self::start_in(listen, data, None)
+    }
+
+    /// The same, in `net`'s host namespace if given: `listen` is then an
+    /// address of the lab's (its own loopback), and `reach` is reached from
+    /// there (`NetLab::in_host_netns`, or a client run through
+    /// `command_prefix`).
+    pub fn start_in(listen: &str, data: &Path, net: Option<&NetLab>) -> Result<Self> {
+        Self::start_with(listen, data, None, net)
     }
 
     /// The same registry, asking every client for a bearer token from
     /// `issuer` (the distribution token protocol), as Docker Hub does.
     pub fn start_with_token_auth(listen: &str, data: &Path, issuer: &TokenIssuer) -> Result<Self> {
+        Self::start_with_token_auth_in(listen, data, issuer, None)
+    }
+
+    /// The same, in `net`'s host namespace if given (see `start_in`); the
+    /// issuer must be where the registry's clients reach it, in the lab too.
+    pub fn start_with_token_auth_in(
+        listen: &str,
+        data: &Path,
+        issuer: &TokenIssuer,
+        net: Option<&NetLab>,
+    ) -> Result<Self> {
         let auth = format!(
             "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    \
              rootcertbundle: {}\n",
             issuer.realm(),
             issuer.certificate.display()
         );
-        Self::start_with(listen, data, Some(auth))
+        Self::start_with(listen, data, Some(auth), net)
     }
 
-    fn start_with(listen: &str, data: &Path, auth: Option<String>) -> Result<Self> {
+    fn start_with(
+        listen: &str,
+        data: &Path,
+        auth: Option<String>,
+        net: Option<&NetLab>,
+    ) -> Result<Self> {
         let listen: SocketAddr = listen
             .to_socket_addrs()
             .with_context(|| format!("the address to listen on, {listen}"))?
@@ -75,7 +102,15 @@ impl Registry {
         let ready = if auth.is_some() { 401 } else { 200 };
         let configuration = configuration(listen, &storage) + &auth.unwrap_or_default();
         fs::write(&config, configuration).with_context(|| format!("write {}", config.display()))?;
-        let mut command = Command::new(REGISTRY);
+        // In a lab, through `nsenter --net`, which execs the registry (no
+        // fork): the child is the registry itself, its pid ours to signal,
+        // and its parent-death signal set by this thread, which lives as
+        // long as whoever started the registry (the signal follows the
+        // thread that forked, so never fork from a thread in the lab).
+        let mut words = net.map(NetLab::command_prefix).unwrap_or_default();
+        words.push(REGISTRY.into());
+        let mut command = Command::new(&words[0]);
+        command.args(&words[1..]);
         // SAFETY: between fork and exec only prctl(2), which is
         // async-signal-safe, runs in the child.
         unsafe {
@@ -110,7 +145,7 @@ impl Registry {
                 if let Ok(Some(_)) = registry.child.try_wait() {
                     return Some(());
                 }
-                get(reach, "/v2/")
+                get_in(net, reach, "/v2/")
                     .ok()
                     .filter(|(status, _)| *status == ready)
                     .map(|_| ())
@@ -157,7 +192,7 @@ impl Registry {
             build_image(rootfs, &layout, tag, command, work)?;
             let reference = format!("{}/{repository}:{tag}", self.reach);
             tool(
-                Command::new("skopeo")
+                oci::skopeo(&[])
                     .args(["copy", "--quiet", "--dest-tls-verify=false"])
                     .arg(format!("oci:{}:{tag}", layout.display()))
                     .arg(format!("docker://{reference}")),
@@ -291,6 +326,17 @@ pub fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// `get` from `net`'s host namespace, if given: `addr` is then the lab's.
+pub fn get_in(net: Option<&NetLab>, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    match net {
+        Some(net) => {
+            let path = path.to_owned();
+            net.in_host_netns(move || get(addr, &path))
+        }
+        None => get(addr, path),
+    }
+}
+
 /// Where `just classroom-registry` keeps the registry and the images.
 pub fn classroom_dir() -> PathBuf {
     crate::target_dir().join("ferry").join("classroom")
@@ -311,10 +357,11 @@ pub const ISSUER: &str = "ferry-test-issuer";
 pub const PUSHER: &str = "pusher:secret";
 
 /// A token issuer of the distribution token protocol (what auth.docker.io
-/// is to Docker Hub), on a free loopback port, until dropped. It answers
-/// `GET /token?service=…&scope=…` with an RS256 JWT: everything asked for
-/// to `PUSHER`, `pull` of the allowed repositories to anyone, nothing
-/// else (an empty access list; a wrong password gets 401).
+/// is to Docker Hub), on a free loopback port (or a lab's, `start_in`),
+/// until dropped. It answers `GET /token?service=…&scope=…` with an RS256
+/// JWT: everything asked for to `PUSHER`, `pull` of the allowed
+/// repositories to anyone, nothing else (an empty access list; a wrong
+/// password gets 401).
 pub struct TokenIssuer {
     pub addr: SocketAddr,
     certificate: PathBuf,
@@ -340,6 +387,32 @@ impl TokenIssuer {
     /// command) and starts answering; anonymous clients may pull the
     /// repositories in `anonymous_pull`.
     pub fn start(dir: &Path, anonymous_pull: &[&str]) -> Result<Self> {
+        Self::start_at(
+            dir,
+            anonymous_pull,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            None,
+        )
+    }
+
+    /// The same issuer on 127.0.0.1:`port` of `net`'s host namespace: its
+    /// listener and threads are there, and so the realm it names is the
+    /// lab's.
+    pub fn start_in(net: &NetLab, port: u16, dir: &Path, anonymous_pull: &[&str]) -> Result<Self> {
+        Self::start_at(
+            dir,
+            anonymous_pull,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Some(net),
+        )
+    }
+
+    fn start_at(
+        dir: &Path,
+        anonymous_pull: &[&str],
+        listen: SocketAddr,
+        net: Option<&NetLab>,
+    ) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let key = dir.join("issuer-key.pem");
         let certificate = dir.join("issuer-cert.pem");
@@ -370,7 +443,7 @@ impl TokenIssuer {
         };
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recording = Arc::clone(&seen);
-        let server = Server::start("token issuer", move |stream| {
+        let server = Server::start_at("token issuer", listen, net, move |stream| {
             let Some((head, _)) = http::read_request(&stream)? else {
                 return Ok(());
             };
@@ -543,9 +616,10 @@ impl Issuing {
     }
 }
 
-/// An HTTP proxy in front of a registry, on a free loopback port, until
-/// dropped: it forwards every request and records it, or answers a path
-/// itself with what a test gave (a manifest no real registry would store).
+/// An HTTP proxy in front of a registry, on a free loopback port (or a
+/// lab's, `start_in`), until dropped: it forwards every request and records
+/// it, or answers a path itself with what a test gave (a manifest no real
+/// registry would store).
 /// Each connection carries one request; bodies are read whole and sent on
 /// with a Content-Length, everything else (401s, redirects) unchanged.
 pub struct Proxy {
@@ -560,10 +634,25 @@ type Canned = (u16, Vec<(String, String)>, Vec<u8>);
 
 impl Proxy {
     pub fn start(upstream: SocketAddr) -> Result<Self> {
+        Self::start_at(upstream, SocketAddr::from(([127, 0, 0, 1], 0)), None)
+    }
+
+    /// The same proxy on 127.0.0.1:`port` of `net`'s host namespace, with
+    /// `upstream` an address there: its threads are in the lab, so it
+    /// connects upstream from there too.
+    pub fn start_in(net: &NetLab, port: u16, upstream: SocketAddr) -> Result<Self> {
+        Self::start_at(
+            upstream,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Some(net),
+        )
+    }
+
+    fn start_at(upstream: SocketAddr, listen: SocketAddr, net: Option<&NetLab>) -> Result<Self> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let canned: Arc<Mutex<HashMap<String, Canned>>> = Arc::default();
         let (recording, answers) = (Arc::clone(&seen), Arc::clone(&canned));
-        let server = Server::start("registry proxy", move |client| {
+        let server = Server::start_at("registry proxy", listen, net, move |client| {
             let Some((head, body)) = http::read_request(&client)? else {
                 return Ok(());
             };

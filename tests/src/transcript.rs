@@ -11,6 +11,9 @@
 //! bridge and its rules, the by-hand veth pair) happens there, never on this
 //! machine's. The earlier ones run in the host's network namespace, as the
 //! reader's do: sysfs, for one, behaves otherwise in another namespace.
+//! From step 06 (`06-….console`) the network lab has a registry too (see
+//! `registry_lab`): on the lab's 127.0.0.1:5000, with token auth that lets
+//! anyone pull the demo images, which are pushed before the shell starts.
 
 use std::fs;
 use std::path::Path;
@@ -19,11 +22,15 @@ use anyhow::{Context, Result, bail, ensure};
 
 use crate::lab::Lab;
 use crate::netlab::NetLab;
+use crate::registry_lab::{self, Auth, RegistryLab};
+use crate::rootfs;
 use crate::run::Run;
 
 const PROMPT: &str = "# ";
 /// The step from which a transcript runs in a network lab.
 const NETWORK_SINCE: u8 = 5;
+/// The step from which that lab has a registry with the demo images.
+const REGISTRY_SINCE: u8 = 6;
 const MARKER: &str = "@@ferry-transcript-end-of-command@@";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +69,58 @@ pub fn render(entries: &[Entry]) -> String {
     text
 }
 
+/// What a transcript runs in besides the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surroundings {
+    /// The host's network namespace.
+    Host,
+    /// A network lab (steps 05 on).
+    NetLab,
+    /// A network lab with a registry of the demo images (steps 06 on).
+    Registry,
+}
+
+impl Surroundings {
+    /// What a transcript of `step` runs in.
+    pub fn of_step(step: u8) -> Self {
+        if step >= REGISTRY_SINCE {
+            Self::Registry
+        } else if step >= NETWORK_SINCE {
+            Self::NetLab
+        } else {
+            Self::Host
+        }
+    }
+}
+
 /// Runs the transcript's commands in a lab, the one `just shell` opens, and
-/// returns it with the output they gave.
+/// returns it with the output they gave; in a network lab if asked.
 pub fn replay(entries: &[Entry], network_lab: bool) -> Result<Vec<Entry>> {
+    let surroundings = if network_lab {
+        Surroundings::NetLab
+    } else {
+        Surroundings::Host
+    };
+    replay_in(entries, surroundings)
+}
+
+/// The same, in what `surroundings` says.
+pub fn replay_in(entries: &[Entry], surroundings: Surroundings) -> Result<Vec<Entry>> {
     let lab = Lab::new()?;
-    let net = network_lab.then(NetLab::new).transpose()?;
+    let net = (surroundings != Surroundings::Host)
+        .then(NetLab::new)
+        .transpose()?;
+    // Started here, on the thread that waits for the shell: the registry
+    // lives as long as the thread that started it.
+    let registry = match (&net, surroundings) {
+        (Some(net), Surroundings::Registry) => {
+            let anonymous_pull = &registry_lab::DEMO_REPOSITORIES;
+            let registry = RegistryLab::start(net, Auth::Token { anonymous_pull })?;
+            registry.push_demo_images(&rootfs::built()?)?;
+            Some(registry)
+        }
+        _ => None,
+    };
     let mut script = String::from("exec 2>&1\n");
     for entry in entries {
         // Keep $? of the command for the next one across the marker.
@@ -80,6 +134,8 @@ pub fn replay(entries: &[Entry], network_lab: bool) -> Result<Vec<Entry>> {
         None => lab.shell(),
     };
     let outcome = Run::from_command(shell).args(["-c", &script]).output()?;
+    // Stopped before the lab it runs in goes.
+    drop(registry);
     let mut outputs: Vec<&str> = outcome.stdout.split(&format!("\n{MARKER}\n")).collect();
     ensure!(
         outputs.pop() == Some(""),
@@ -160,7 +216,7 @@ pub fn check(path: &Path, bless_it: bool) -> Result<()> {
         .file_name()
         .and_then(|name| name.to_str()?.get(..2)?.parse().ok())
         .unwrap_or(0);
-    let actual = replay(&expected, step >= NETWORK_SINCE)?;
+    let actual = replay_in(&expected, Surroundings::of_step(step))?;
     let mut problems = Vec::new();
     for (e, a) in expected.iter().zip(&actual) {
         if !output_matches(&e.output, &a.output) {

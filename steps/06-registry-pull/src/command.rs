@@ -86,6 +86,7 @@ impl Command {
     pub fn new(args: Vec<OsString>, image: Option<&RunConfig>, options: Overrides) -> Result<Self> {
         let from_image = image.is_some();
         let image = image.cloned().unwrap_or_default();
+        // ANCHOR: lab06-9-command Docker's rules for the command line: the entrypoint (--entrypoint, "" for none, or the image's), then COMMAND if given, else the image's Cmd unless --entrypoint was given (Command::new) [06-registry-pull.md#the-images-config]
         let entrypoint: Vec<OsString> = match &options.entrypoint {
             Some(entrypoint) if entrypoint.is_empty() => Vec::new(),
             Some(entrypoint) => vec![entrypoint.into()],
@@ -109,6 +110,7 @@ impl Command {
                 .collect()
         };
         let mut line: Vec<OsString> = entrypoint.into_iter().chain(args).collect();
+        // ANCHOR_END: lab06-9-command instead: let mut line: Vec<OsString> = args;
         if line.is_empty() {
             ensure!(
                 !from_image,

@@ -92,12 +92,14 @@ impl<R: Read> Verifier<R> {
     /// checks the digest.
     pub fn finish(mut self, expected: &Digest) -> Result<u64> {
         io::copy(&mut self, &mut io::sink())?;
+        // ANCHOR: lab06-4-verify Check what arrived: the SHA-256 of every byte read must be the digest that named it, or the blob is refused (Verifier::finish) [06-registry-pull.md#digests-name-content]
         let got = Digest(format!("sha256:{}", hex(&self.hasher.finalize())));
         ensure!(
             got == *expected,
             "{} {expected}: the content's digest is {got}: corrupted or tampered with",
             self.what
         );
+        // ANCHOR_END: lab06-4-verify instead:
         Ok(self.read)
     }
 }

@@ -68,6 +68,7 @@ struct Authorization {
 }
 
 impl Registry {
+    // ANCHOR: new
     pub fn new(
         reference: &Reference,
         insecure: &[String],
@@ -96,6 +97,7 @@ impl Registry {
             auth: Mutex::new(None),
         }
     }
+    // ANCHOR_END: new
 
     /// The manifest (or index) that `reference` names: its bytes and media type.
     pub fn manifest(&self, reference: &str) -> Result<(Vec<u8>, String)> {
@@ -204,6 +206,7 @@ impl Registry {
         service: Option<&str>,
         scope: Option<&str>,
     ) -> Result<Authorization> {
+        // ANCHOR: lab06-2-token Get a token: GET the realm with service and scope (and Basic credentials if any); read token or access_token and expires_in (token) [06-registry-pull.md#the-token-dance]
         // Without a scope in the challenge (a GET /v2/), ask for what we are about to do.
         let scope = scope.map_or_else(
             || format!("repository:{}:pull", self.repository),
@@ -246,6 +249,7 @@ impl Registry {
             header: format!("Bearer {token}"),
             expires: Some(asked + Duration::from_secs(lifetime - 5)),
         })
+        // ANCHOR_END: lab06-2-token
     }
     // ANCHOR_END: authenticate
 }

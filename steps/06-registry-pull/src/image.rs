@@ -40,6 +40,7 @@ pub struct Platform {
 }
 
 impl Platform {
+    // ANCHOR: host
     /// This machine's platform, in the names of Go's GOOS and GOARCH that
     /// images use.
     pub fn host() -> Self {
@@ -57,6 +58,7 @@ impl Platform {
             variant: variant.map(Into::into),
         }
     }
+    // ANCHOR_END: host
 
     /// `os/arch[/variant]`, as `--platform` takes it.
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -86,6 +88,7 @@ impl Platform {
     /// leave out the variant, which then means v8; a wanted platform
     /// without a variant takes any.
     fn matches(&self, offered: &Platform) -> bool {
+        // ANCHOR: lab06-3-platform Tell whether an index entry's platform is the one wanted: os and architecture equal, the variant too when one is wanted (arm64 without one means v8) (matches) [06-registry-pull.md#indexes-and-platforms]
         let variant =
             |platform: &Platform| match (&platform.variant, platform.architecture.as_str()) {
                 (None, "arm64") => Some("v8".to_owned()),
@@ -94,6 +97,7 @@ impl Platform {
         self.os == offered.os
             && self.architecture == offered.architecture
             && (self.variant.is_none() || variant(self) == variant(offered))
+        // ANCHOR_END: lab06-3-platform
     }
     // ANCHOR_END: platform_matches
 }
@@ -156,6 +160,7 @@ pub fn read_manifest(bytes: &[u8], content_type: &str) -> Result<Fetched> {
 }
 // ANCHOR_END: read_manifest
 
+// ANCHOR: choose
 /// The index's manifest for `platform`.
 pub fn choose<'a>(index: &'a Index, platform: &Platform) -> Result<&'a Descriptor> {
     index
@@ -179,6 +184,7 @@ pub fn choose<'a>(index: &'a Index, platform: &Platform) -> Result<&'a Descripto
             )
         })
 }
+// ANCHOR_END: choose
 
 /// The image's config blob: how to run it, and what its layers unpack to.
 #[derive(Debug, Clone, Default, Deserialize)]

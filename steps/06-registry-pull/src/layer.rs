@@ -77,6 +77,7 @@ fn apply_entry(
     };
     let parent = open_parents(root, parents)?;
     // ANCHOR: whiteouts
+    // ANCHOR: lab06-7-whiteouts Turn whiteouts into overlayfs's marks: .wh..wh..opq sets trusted.overlay.opaque=y on its directory; .wh.NAME becomes a 0/0 character device NAME [06-registry-pull.md#whiteouts]
     if *last == OPAQUE {
         return set_xattr(&parent, "trusted.overlay.opaque", b"y");
     }
@@ -100,6 +101,7 @@ fn apply_entry(
         )
         .context("make the whiteout (a 0/0 character device)");
     }
+    // ANCHOR_END: lab06-7-whiteouts instead:
     // ANCHOR_END: whiteouts
     let header = entry.header().clone();
     let mode = Mode::from_bits_truncate(header.mode().context("its mode")? & 0o7777);
@@ -210,6 +212,7 @@ fn apply_entry(
 /// The entry's name as components, checked: not absolute, no `..`.
 /// `./a//b/` is `a`, `b`.
 fn components(name: &[u8]) -> Result<Vec<&[u8]>> {
+    // ANCHOR: lab06-5-names Check an entry's name before it is used: refuse an absolute name and any '..' component (components) [06-registry-pull.md#what-goes-wrong-hostile-layers]
     ensure!(!name.is_empty(), "an entry with an empty name");
     ensure!(!name.contains(&0), "a name with a NUL byte");
     ensure!(
@@ -225,6 +228,7 @@ fn components(name: &[u8]) -> Result<Vec<&[u8]>> {
         }
     }
     Ok(components)
+    // ANCHOR_END: lab06-5-names instead: Ok(name.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect())
 }
 // ANCHOR_END: components
 
@@ -249,7 +253,9 @@ fn open_parents(root: &OwnedFd, parents: &[&[u8]]) -> Result<OwnedFd> {
 /// the way an error (ELOOP, or ENOTDIR with O_DIRECTORY) instead of a
 /// direction: a path in a layer never leaves the layer.
 fn walk(root: &OwnedFd, components: &[&[u8]], create: bool) -> Result<OwnedFd> {
+    // ANCHOR: lab06-6-nofollow Open each parent directory without following a symlink: O_NOFOLLOW, so that a symlink on the way is an error (walk) [06-registry-pull.md#what-goes-wrong-hostile-layers]
     let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // ANCHOR_END: lab06-6-nofollow instead: let flags = OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let mut dir = root.try_clone().context("dup the layer's directory")?;
     for (i, component) in components.iter().enumerate() {
         let open = || openat(&dir, *component, flags, Mode::empty());

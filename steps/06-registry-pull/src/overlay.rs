@@ -31,7 +31,7 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &ContainerDir) -> Result<()> {
         .unwrap_or(Path::new(""));
     // ANCHOR: lab03-1-overlay Mount an overlay on the container's merged/: ROOTFS as the lower layer, its upper/ and work/ under --root (mount(2), type "overlay") [03-mount-overlay.md#overlay-one-writable-layer-on-a-read-only-image]
     let mut options = OsString::from("lowerdir=");
-    // ANCHOR: lab06-7-lowers Stack every layer as a lower directory: overlayfs takes them top first, separated by ':' [06-registry-pull.md#layers-stacked-by-overlayfs]
+    // ANCHOR: lab06-8-lowers Stack every layer as a lower directory: overlayfs takes them top first, separated by ':' [06-registry-pull.md#layers-stacked-by-overlayfs]
     // overlayfs lists the lower layers top first: the last layer of the
     // manifest is the one whose files and whiteouts win.
     for (i, lower) in lowers.iter().rev().enumerate() {
@@ -40,7 +40,7 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &ContainerDir) -> Result<()> {
         }
         options.push(escape(lower));
     }
-    // ANCHOR_END: lab06-7-lowers instead: options.push(escape(rootfs));
+    // ANCHOR_END: lab06-8-lowers instead: options.push(escape(rootfs));
     options.push(",upperdir=");
     options.push(escape(&dir.upper()));
     options.push(",workdir=");

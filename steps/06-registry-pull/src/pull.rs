@@ -25,6 +25,21 @@ pub struct Options {
     pub credentials: Option<Credentials>,
     /// A layer that unpacks to more is refused (a decompression bomb).
     pub max_layer_size: u64,
+    /// Where the progress goes: stdout for `pull`, whose output it is (as
+    /// `docker pull`'s); stderr when `run` pulls, since its stdout is the
+    /// container's.
+    pub progress_on_stdout: bool,
+}
+
+impl Options {
+    /// One line of progress.
+    fn say(&self, line: &str) {
+        if self.progress_on_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
 }
 
 // ANCHOR: pull
@@ -34,10 +49,14 @@ pub fn pull(store: &Store, reference: &Reference, options: &Options) -> Result<E
     store.remove_left_behind()?;
     let registry = Registry::new(reference, &options.insecure, options.credentials.clone());
     let platform = options.platform.clone().unwrap_or_else(Platform::host);
-    eprintln!("{reference}: pulling from {}", reference.registry);
+    options.say(&format!("{reference}: pulling from {}", reference.registry));
     let (manifest_digest, manifest_bytes, manifest) =
         fetch_manifest(&registry, reference, &platform)?;
+    // Every digest the manifest names is checked before any is used.
     let config_digest = manifest.config.digest()?;
+    for layer in &manifest.layers {
+        layer.digest()?;
+    }
     let config = fetch_config(store, &registry, &manifest.config)?;
     let diff_ids = config.diff_ids(manifest.layers.len())?;
     let size = fetch_layers(store, &registry, &manifest.layers, &diff_ids, options)?;
@@ -50,8 +69,11 @@ pub fn pull(store: &Store, reference: &Reference, options: &Options) -> Result<E
     store.update(|all| {
         all.insert(store::key(reference), entry.clone());
     })?;
-    eprintln!("digest: {manifest_digest}");
-    eprintln!("pulled {reference}: image {}", entry.config.short());
+    options.say(&format!("digest: {manifest_digest}"));
+    options.say(&format!(
+        "pulled {reference}: image {}",
+        entry.config.short()
+    ));
     Ok(entry)
 }
 // ANCHOR_END: pull
@@ -117,7 +139,7 @@ fn fetch_layers(
     diff_ids: &[Digest],
     options: &Options,
 ) -> Result<u64> {
-    let progress = Progress::new();
+    let progress = Progress::new(options);
     let jobs: Vec<(usize, &Descriptor, &Digest)> = layers
         .iter()
         .zip(diff_ids)
@@ -184,16 +206,25 @@ fn fetch_layer(
     std::fs::create_dir(&dest).with_context(|| format!("create {}", dest.display()))?;
     let download = bar.wrap_read(registry.blob(&digest)?);
     let mut compressed = Verifier::new(download, descriptor.size, "the layer");
-    let tar = decompress(&descriptor.media_type, &mut compressed)?;
-    let mut tar = Verifier::new(tar, options.max_layer_size, "the unpacked layer");
-    let unpacked = layer::apply(&mut tar, &dest)?;
-    tar.finish(diff_id)?;
+    let unpacked = {
+        let tar = decompress(&descriptor.media_type, &mut compressed)?;
+        let mut tar = Verifier::new(tar, options.max_layer_size, "the unpacked layer");
+        layer::apply(&mut tar, &dest).and_then(|unpacked| {
+            tar.finish(diff_id)?;
+            Ok(unpacked)
+        })
+    };
+    // Whatever went wrong while unpacking, bytes that are not what their
+    // digest says are the cause to report: a broken gzip stream is only
+    // what tampering looks like from inside.
     compressed.finish(&digest)?;
+    let unpacked = unpacked?;
     store.commit_layer(&dest, diff_id)?;
     Ok(Some(unpacked.bytes))
 }
 // ANCHOR_END: fetch_layer
 
+// ANCHOR: decompress
 /// The layer's tar, by its media type.
 fn decompress<'a>(media_type: &str, blob: &'a mut impl Read) -> Result<Box<dyn Read + 'a>> {
     let compression = media_type.rsplit(['+', '.']).next().unwrap_or_default();
@@ -204,6 +235,7 @@ fn decompress<'a>(media_type: &str, blob: &'a mut impl Read) -> Result<Box<dyn R
         _ => bail!("a layer of media type {media_type:?}, which this runtime cannot unpack"),
     })
 }
+// ANCHOR_END: decompress
 
 fn short(layer: &Descriptor) -> &str {
     layer
@@ -214,16 +246,26 @@ fn short(layer: &Descriptor) -> &str {
 }
 
 /// A bar per layer on a terminal; a line per layer, in order, otherwise.
-struct Progress {
+struct Progress<'a> {
     bars: Option<MultiProgress>,
+    options: &'a Options,
 }
 
-impl Progress {
-    fn new() -> Self {
-        let bars = std::io::stderr()
-            .is_terminal()
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        Self { bars }
+impl<'a> Progress<'a> {
+    fn new(options: &'a Options) -> Self {
+        let (terminal, target) = if options.progress_on_stdout {
+            (
+                std::io::stdout().is_terminal(),
+                ProgressDrawTarget::stdout(),
+            )
+        } else {
+            (
+                std::io::stderr().is_terminal(),
+                ProgressDrawTarget::stderr(),
+            )
+        };
+        let bars = terminal.then(|| MultiProgress::with_draw_target(target));
+        Self { bars, options }
     }
 
     fn bar(&self, layer: &Descriptor) -> ProgressBar {
@@ -251,7 +293,8 @@ impl Progress {
 
     fn line(&self, layer: &Descriptor, result: &Result<Option<u64>>) {
         if self.bars.is_none() && result.is_ok() {
-            eprintln!("{}: {}", short(layer), status(layer, result));
+            self.options
+                .say(&format!("{}: {}", short(layer), status(layer, result)));
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 use crate::digest::Digest;
 
@@ -42,7 +42,10 @@ impl Reference {
             "invalid reference format: {text:?} is too long"
         );
         let (rest, digest) = match text.split_once('@') {
-            Some((rest, digest)) => (rest, Some(Digest::parse(digest)?)),
+            Some((rest, digest)) => (
+                rest,
+                Some(Digest::parse(digest).context("invalid reference format")?),
+            ),
             None => (text, None),
         };
         // A ':' after the last '/' starts the tag; one before it is a port.
@@ -127,6 +130,7 @@ impl fmt::Display for Reference {
 // ANCHOR: split_registry
 /// Docker's rule for whether the first part names a registry.
 fn split_registry(name: &str) -> (&str, &str) {
+    // ANCHOR: lab06-1-reference Split off the registry: the first part is one only if it has a '.' or a ':', or is localhost; else Docker Hub (split_registry) [06-registry-pull.md#image-references]
     match name.split_once('/') {
         Some((first, rest))
             if first.contains('.') || first.contains(':') || first == "localhost" =>
@@ -135,6 +139,7 @@ fn split_registry(name: &str) -> (&str, &str) {
         }
         _ => (DOCKER_HUB, name),
     }
+    // ANCHOR_END: lab06-1-reference
 }
 // ANCHOR_END: split_registry
 

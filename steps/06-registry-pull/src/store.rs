@@ -114,6 +114,7 @@ impl Store {
         fs::rename(&file, &target).with_context(|| format!("rename into {}", target.display()))
     }
 
+    // ANCHOR: temp
     /// A fresh folder under tmp/, locked while this process lives, removed
     /// when the value is dropped.
     pub fn temp(&self) -> Result<Temp> {
@@ -146,6 +147,7 @@ impl Store {
             Err(error) => Err(error).with_context(|| format!("rename into {}", target.display())),
         }
     }
+    // ANCHOR_END: temp
 
     fn repositories_path(&self) -> PathBuf {
         self.dir.join("repositories.json")
@@ -216,6 +218,7 @@ impl Store {
     }
     // ANCHOR_END: open_image
 
+    // ANCHOR: remove
     /// Removes a name, and the image with it unless another name has it,
     /// and then every layer and blob no image uses any more.
     pub fn remove(&self, reference: &Reference) -> Result<Digest> {
@@ -257,6 +260,7 @@ impl Store {
         }
         Ok(entry.config)
     }
+    // ANCHOR_END: remove
 
     /// Every layer, manifest and config that these images use.
     fn used<'a>(&self, entries: impl Iterator<Item = &'a Entry>) -> Result<BTreeSet<Digest>> {

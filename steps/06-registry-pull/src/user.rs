@@ -19,6 +19,7 @@ pub struct User {
 /// A uid that /etc/passwd lacks is still a uid (group 0, home /), as in
 /// Docker; a name it lacks is an error.
 pub fn resolve(spec: &str) -> Result<User> {
+    // ANCHOR: lab06-10-user Find the user in the container's /etc/passwd and /etc/group: a name or a uid, then the group by name or gid, and the groups that list the user (resolve) [06-registry-pull.md#the-images-config]
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
         None => (spec, None),
@@ -82,6 +83,7 @@ pub fn resolve(spec: &str) -> Result<User> {
         groups: supplementary,
         home,
     })
+    // ANCHOR_END: lab06-10-user instead: Ok(User { uid: 0, gid: 0, groups: Vec::new(), home: "/root".to_owned() })
 }
 // ANCHOR_END: resolve
 

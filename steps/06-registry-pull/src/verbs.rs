@@ -33,13 +33,17 @@ pub fn pull_options(args: RegistryArgs) -> Result<pull::Options> {
         insecure: args.insecure_registry,
         credentials,
         max_layer_size: args.max_layer_size,
+        progress_on_stdout: false,
     })
 }
 
 pub fn pull(args: PullArgs) -> Result<()> {
     // Checked before anything else: a typo never reaches the network.
     let reference = Reference::parse(&args.image)?;
-    let options = pull_options(args.registry)?;
+    let options = pull::Options {
+        progress_on_stdout: true,
+        ..pull_options(args.registry)?
+    };
     let store = Store::open(&args.store.root)?;
     pull::pull(&store, &reference, &options)?;
     Ok(())
@@ -104,7 +108,7 @@ pub fn rmi(args: RmiArgs) -> Result<()> {
     let store = Store::open(&args.store.root)?;
     for reference in references {
         let id = store.remove(&reference)?;
-        eprintln!("untagged {reference} (image {})", id.short());
+        println!("untagged {reference} (image {})", id.short());
     }
     Ok(())
 }
