@@ -169,11 +169,11 @@ lab N *FLAGS:
 # Grade your labs/NN-slug with the behaviour suite as step N (--json FILE, --junit FILE: a report for an instructor)
 [positional-arguments]
 [no-exit-message]
-check N *FLAGS: rootfs
+check N *FLAGS: registry-setup rootfs
     @cargo run -q -p ferry-tests --bin ferry-lab -- check "$@"
 
 # Run the behaviour suite against step N's binary
-test-step N: build rootfs
+test-step N: registry-setup build rootfs
     FERRY_STEPS={{N}} {{as_root}} cargo test -q -p ferry-tests --test behaviours
 
 # Show the diff from step N-1 to step N
@@ -186,7 +186,7 @@ bless: build rootfs
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bless
 
 # Time every step's start against runc and the bare-namespace floor; writes book/src/bench/results.md
-bench *ARGS: setup rootfs
+bench *ARGS: setup registry-setup rootfs
     cargo build -q --release --workspace --bins
     {{as_root}} cargo run -q -p ferry-tests --bin ferry-lab -- bench --out book/src/bench/results.md {{ARGS}}
 

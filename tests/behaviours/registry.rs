@@ -54,6 +54,20 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: authenticates_with_a_token_for_the_scope,
     },
     Behaviour {
+        name: "logs_in_without_telling",
+        hint: "credentials from $FERRY_AUTH or --username with --password-stdin go to the token service as Basic auth, and appear in no output and no file of the store (book: Step 06 › The token dance)",
+        since: 6,
+        kind: Feature,
+        check: logs_in_without_telling,
+    },
+    Behaviour {
+        name: "an_image_in_use_stays",
+        hint: "rmi refuses an image whose layers a running container holds (a shared lock on each layer), and removes it once the container is gone (book: Step 06 › The store)",
+        since: 6,
+        kind: Feature,
+        check: an_image_in_use_stays,
+    },
+    Behaviour {
         name: "refuses_a_tampered_blob",
         hint: "every blob is hashed as it streams in and checked against its digest; a mismatch fails the pull and leaves nothing of it in the store (book: Step 06 › Digests name content)",
         since: 6,
@@ -344,6 +358,105 @@ fn authenticates_with_a_token_for_the_scope(ctx: &Ctx) -> Result<()> {
         &ctx.pull(&[&reference("ferry/private:latest")])?,
         "ferry/private",
     )
+}
+
+fn logs_in_without_telling(ctx: &Ctx) -> Result<()> {
+    let lab = ctx.registry(Auth::Token {
+        anonymous_pull: &[],
+    })?;
+    lab.push(
+        "ferry/private:latest",
+        &registry_lab::workshop(&ctx.rootfs)?,
+        Format::Oci,
+    )?;
+    let image = reference("ferry/private:latest");
+    expect_pull_error(&ctx.pull(&[&image])?, "ferry/private")?;
+    let (user, password) = ferry_tests::registry::PUSHER
+        .split_once(':')
+        .context("user:password")?;
+    let with_env = ctx
+        .runtime()
+        .env("FERRY_AUTH", ferry_tests::registry::PUSHER)
+        .args(["pull", "--root"])
+        .args([ctx.state.path()])
+        .args([&image])
+        .output()?;
+    let with_stdin = ctx
+        .runtime()
+        .args(["pull", "--username", user, "--password-stdin", "--root"])
+        .args([ctx.state.path()])
+        .args([&image])
+        .stdin(format!("{password}\n"))
+        .output()?;
+    for outcome in [&with_env, &with_stdin] {
+        ensure!(
+            outcome.status == 0,
+            "a pull with credentials failed:\n{outcome}"
+        );
+        ensure!(
+            !outcome.stdout.contains(password) && !outcome.stderr.contains(password),
+            "the password was printed:\n{outcome}"
+        );
+    }
+    let issuer = lab.issuer().context("a token registry has an issuer")?;
+    ensure!(
+        issuer
+            .requests()
+            .iter()
+            .any(|request| request.authorization),
+        "the issuer never saw credentials: {:?}",
+        issuer.requests()
+    );
+    let grep = std::process::Command::new("grep")
+        // Not in the layers: "secret" is a word busybox's binary holds.
+        .args(["-rl", "--exclude-dir=layers", password])
+        .arg(ctx.state.path())
+        .output()?;
+    ensure!(
+        grep.stdout.is_empty(),
+        "the password is in the store: {}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    Ok(())
+}
+
+fn an_image_in_use_stays(ctx: &Ctx) -> Result<()> {
+    let lab = ctx.registry(Auth::Anonymous)?;
+    lab.push(
+        registry_lab::WORKSHOP,
+        &registry_lab::workshop(&ctx.rootfs)?,
+        Format::Oci,
+    )?;
+    let image = reference(registry_lab::WORKSHOP);
+    let pulled = ctx.pull(&[&image])?;
+    ensure!(pulled.status == 0, "pull failed:\n{pulled}");
+    let rmi = || {
+        ctx.runtime()
+            .args(["rmi", "--root"])
+            .args([ctx.state.path()])
+            .args([&image])
+            .output()
+    };
+    let mut running = ctx
+        .run_with_rootfs(
+            Path::new(&image),
+            &[],
+            &["sh", "-c", "echo ready; read line || true"],
+        )
+        .hold_stdin()
+        .spawn()?;
+    running.wait_for_line("ready")?;
+    let refused = rmi()?;
+    running.close_stdin();
+    let ended = running.finish()?;
+    ensure!(ended.status == 0, "the container failed:\n{ended}");
+    expect_error(&refused, 125, "in use")?;
+    let removed = rmi()?;
+    ensure!(
+        removed.status == 0,
+        "rmi after the container ended failed:\n{removed}"
+    );
+    ctx.store_holds_no_image()
 }
 
 fn refuses_a_tampered_blob(ctx: &Ctx) -> Result<()> {
