@@ -75,6 +75,13 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: refuses_a_tampered_blob,
     },
     Behaviour {
+        name: "refuses_schema_1",
+        hint: "a schema 1 manifest (the format Bocker and Mocker read, retired by registries) is refused with a message that says so (book: Step 06 › What an image is)",
+        since: 6,
+        kind: Feature,
+        check: refuses_schema_1,
+    },
+    Behaviour {
         name: "refuses_layers_that_write_outside",
         hint: "a layer's ../ and absolute names, symlinks and hardlinks that lead out, a symlinked '.', a whiteout through a symlink: refused, nothing written outside the layer, nothing left in the store (book: Step 06 › What goes wrong)",
         since: 6,
@@ -466,6 +473,26 @@ fn refuses_a_tampered_blob(ctx: &Ctx) -> Result<()> {
         &registry_lab::workshop(&ctx.rootfs)?,
         Format::Oci,
     )?;
+    // A manifest asked for by digest must be the one the digest names.
+    let manifest = &digests.images[0].manifest;
+    let by_digest = format!("{}@{manifest}", reference("ferry/busybox"));
+    let path = format!("/v2/ferry/busybox/manifests/{manifest}");
+    // Well-formed, naming the image's own blobs, but not those bytes.
+    let altered = json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MANIFEST,
+        "config": { "mediaType": oci::CONFIG, "digest": digests.images[0].config, "size": 1 },
+        "layers": [{ "mediaType": oci::LAYER_GZIP, "digest": digests.images[0].layers[0], "size": 1 }],
+    });
+    lab.proxy().serve(
+        &path,
+        200,
+        &[("Content-Type", oci::MANIFEST)],
+        serde_json::to_vec(&altered)?,
+    );
+    expect_pull_error(&ctx.pull(&[&by_digest])?, "digest")?;
+    ctx.store_holds_no_image()?;
+    // A layer whose bytes are not its digest's.
     let layer = &digests.images[0].layers[0];
     lab.registry().tamper_blob(layer)?;
     expect_pull_error(&ctx.pull(&[&reference(registry_lab::WORKSHOP)])?, "digest")?;
@@ -473,6 +500,29 @@ fn refuses_a_tampered_blob(ctx: &Ctx) -> Result<()> {
     let layers = ctx.stored_layers()?;
     ensure!(layers.is_empty(), "the store kept layers: {layers}");
     Ok(())
+}
+
+fn refuses_schema_1(ctx: &Ctx) -> Result<()> {
+    let lab = ctx.registry(Auth::Anonymous)?;
+    let manifest = json!({
+        "schemaVersion": 1,
+        "name": "ferry/old",
+        "tag": "latest",
+        "architecture": "amd64",
+        "fsLayers": [],
+        "history": [],
+    });
+    lab.proxy().serve(
+        "/v2/ferry/old/manifests/latest",
+        200,
+        &[(
+            "Content-Type",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        )],
+        serde_json::to_vec(&manifest)?,
+    );
+    expect_pull_error(&ctx.pull(&[&reference("ferry/old:latest")])?, "schema 1")?;
+    ctx.store_holds_no_image()
 }
 
 /// A directory beside the store, standing for the host: hostile layers aim
