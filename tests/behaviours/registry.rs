@@ -552,19 +552,38 @@ impl Sentinel {
     }
 }
 
+/// One entry of a hand-made layer, with any name at all.
 fn entry(
     builder: &mut tar::Builder<Vec<u8>>,
     kind: EntryType,
     path: &[u8],
     link: Option<&[u8]>,
     mode: u32,
-    data: &[u8],
 ) -> Result<()> {
+    let data: &[u8] = if kind == EntryType::Regular {
+        b"pwned\n"
+    } else {
+        b""
+    };
     oci::raw_entry(builder, kind, path, link, mode, data)
+}
+
+/// An entry to write: kind, name, link target, mode.
+type Entry<'a> = (EntryType, &'a [u8], Option<&'a [u8]>, u32);
+
+/// A layer of these entries.
+fn layer(entries: &[Entry]) -> Result<Vec<u8>> {
+    oci::tar_layer(|builder| {
+        for (kind, path, link, mode) in entries {
+            entry(builder, *kind, path, *link, *mode)?;
+        }
+        Ok(())
+    })
 }
 
 /// The hostile layers: (what, the tar).
 fn hostile_layers(sentinel: &Sentinel) -> Result<Vec<(&'static str, Vec<u8>)>> {
+    use EntryType::{Directory, Link, Regular, Symlink};
     let abs = sentinel.path();
     let join = |a: &[u8], b: &[u8]| [a, b].concat();
     // From a layer's folder (STORE/images/tmp/ID/layer) up to the folder
@@ -577,110 +596,61 @@ fn hostile_layers(sentinel: &Sentinel) -> Result<Vec<(&'static str, Vec<u8>)>> {
         .as_encoded_bytes()
         .to_vec();
     let climb = join(b"../../../../../", &sentinel_name);
-    let layers = vec![
+    let (climb_victim, abs_victim) = (join(&climb, b"/victim"), join(&abs, b"/victim"));
+    let through_root = join(b"root", &join(&abs, b"/dir/new"));
+    Ok(vec![
         (
             "a ../ name",
-            oci::tar_layer(|b| {
-                entry(
-                    b,
-                    EntryType::Regular,
-                    &join(&climb, b"/victim"),
-                    None,
-                    0o644,
-                    b"pwned\n",
-                )
-            })?,
+            layer(&[(Regular, &climb_victim, None, 0o644)])?,
         ),
         (
             "an absolute name",
-            oci::tar_layer(|b| {
-                entry(
-                    b,
-                    EntryType::Regular,
-                    &join(&abs, b"/victim"),
-                    None,
-                    0o644,
-                    b"pwned\n",
-                )
-            })?,
+            layer(&[(Regular, &abs_victim, None, 0o644)])?,
         ),
         (
             "a symlink, then a file through it",
-            oci::tar_layer(|b| {
-                entry(b, EntryType::Symlink, b"link", Some(&abs), 0o777, b"")?;
-                entry(
-                    b,
-                    EntryType::Regular,
-                    b"link/victim",
-                    None,
-                    0o644,
-                    b"pwned\n",
-                )
-            })?,
+            layer(&[
+                (Symlink, b"link", Some(&abs), 0o777),
+                (Regular, b"link/victim", None, 0o644),
+            ])?,
         ),
         (
             "a symlink to /, then a directory through it",
-            oci::tar_layer(|b| {
-                entry(b, EntryType::Symlink, b"root", Some(b"/"), 0o777, b"")?;
-                entry(
-                    b,
-                    EntryType::Directory,
-                    &join(b"root", &join(&abs, b"/dir/new")),
-                    None,
-                    0o4777,
-                    b"",
-                )
-            })?,
+            layer(&[
+                (Symlink, b"root", Some(b"/"), 0o777),
+                (Directory, &through_root, None, 0o4777),
+            ])?,
         ),
         (
             "a hardlink to a file outside",
-            oci::tar_layer(|b| {
-                entry(
-                    b,
-                    EntryType::Link,
-                    b"stolen",
-                    Some(&join(&abs, b"/victim")),
-                    0o644,
-                    b"",
-                )
-            })?,
+            layer(&[(Link, b"stolen", Some(&abs_victim), 0o644)])?,
         ),
         (
             "a hardlink up and out",
-            oci::tar_layer(|b| {
-                entry(
-                    b,
-                    EntryType::Link,
-                    b"stolen",
-                    Some(&join(&climb, b"/victim")),
-                    0o644,
-                    b"",
-                )
-            })?,
+            layer(&[(Link, b"stolen", Some(&climb_victim), 0o644)])?,
         ),
         (
             "a hardlink to what is not there yet",
-            oci::tar_layer(|b| {
-                entry(b, EntryType::Link, b"early", Some(b"later"), 0o644, b"")?;
-                entry(b, EntryType::Regular, b"later", None, 0o644, b"data\n")
-            })?,
+            layer(&[
+                (Link, b"early", Some(b"later"), 0o644),
+                (Regular, b"later", None, 0o644),
+            ])?,
         ),
         (
             "a '.' that is a symlink",
-            oci::tar_layer(|b| {
-                entry(b, EntryType::Symlink, b".", Some(&abs), 0o777, b"")?;
-                entry(b, EntryType::Regular, b"victim", None, 0o644, b"pwned\n")
-            })?,
+            layer(&[
+                (Symlink, b".", Some(&abs), 0o777),
+                (Regular, b"victim", None, 0o644),
+            ])?,
         ),
         (
             "a whiteout through a symlink",
-            oci::tar_layer(|b| {
-                entry(b, EntryType::Symlink, b"link", Some(&abs), 0o777, b"")?;
-                entry(b, EntryType::Regular, b"link/.wh.victim", None, 0o644, b"")
-            })?,
+            layer(&[
+                (Symlink, b"link", Some(&abs), 0o777),
+                (Regular, b"link/.wh.victim", None, 0o644),
+            ])?,
         ),
-    ];
-    Ok(layers)
+    ])
 }
 
 fn refuses_layers_that_write_outside(ctx: &Ctx) -> Result<()> {
@@ -717,14 +687,7 @@ fn keeps_devices_and_setuid_files_inside(ctx: &Ctx) -> Result<()> {
         null.set_device_minor(3)?;
         null.set_cksum();
         b.append(&null, &b""[..])?;
-        entry(
-            b,
-            EntryType::Regular,
-            b"bin/setuid-program",
-            None,
-            0o4755,
-            b"#!/bin/sh\n",
-        )
+        entry(b, EntryType::Regular, b"bin/setuid-program", None, 0o4755)
     })?;
     let mut image = Image::new(vec![oci::dir_layer(&ctx.rootfs)?, special]);
     image.config = json!({ "Env": [oci::PATH], "Cmd": ["/bin/sh"] });
@@ -749,7 +712,8 @@ fn refuses_a_decompression_bomb(ctx: &Ctx) -> Result<()> {
     let lab = ctx.registry(Auth::Anonymous)?;
     // 32 MiB of zeros: a few kilobytes gzipped.
     let zeros = vec![0u8; 32 << 20];
-    let bomb = oci::tar_layer(|b| entry(b, EntryType::Regular, b"zeros", None, 0o644, &zeros))?;
+    let bomb =
+        oci::tar_layer(|b| oci::raw_entry(b, EntryType::Regular, b"zeros", None, 0o644, &zeros))?;
     lab.push("ferry/bomb:latest", &[Image::new(vec![bomb])], Format::Oci)?;
     let outcome = ctx
         .runtime()

@@ -350,21 +350,10 @@ pub enum Format {
 
 /// Pushes `tag` of the layout to `reference` (`127.0.0.1:PORT/NAME:TAG`)
 /// over plain HTTP, every platform of an index, with `creds` (`user:pass`)
-/// if given.
-pub fn push(
-    layout: &Path,
-    tag: &str,
-    reference: &str,
-    format: Format,
-    creds: Option<&str>,
-) -> Result<()> {
-    push_through(&[], layout, tag, reference, format, creds)
-}
-
-/// The same push, skopeo started through `prefix`: with a network lab's
+/// if given; skopeo started through `prefix`: with a network lab's
 /// `command_prefix` (`nsenter --net=… --`) it pushes from the lab host's
 /// namespace, where `127.0.0.1:PORT` is the lab's own loopback.
-pub fn push_through(
+pub fn push(
     prefix: &[OsString],
     layout: &Path,
     tag: &str,

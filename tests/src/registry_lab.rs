@@ -100,7 +100,7 @@ impl RegistryLab {
         let digests = oci::write_layout(&layout, tag, images)?;
         let creds = self.issuer.as_ref().map(|_| PUSHER);
         let reference = format!("{}/{name}:{tag}", Self::ADDRESS);
-        oci::push_through(&self.net, &layout, tag, &reference, format, creds)?;
+        oci::push(&self.net, &layout, tag, &reference, format, creds)?;
         self.proxy.clear();
         Ok(digests)
     }

@@ -106,14 +106,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", value_parser = hostname)]
     pub hostname: Option<String>,
 
-    /// Where containers keep their writable layers while they run
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "FERRY_ROOT",
-        default_value = "/var/lib/ferry"
-    )]
-    pub root: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// The cgroup that holds the containers' cgroups
     #[arg(long, value_name = "NAME", env = "FERRY_CGROUP_PARENT", default_value = "ferry", value_parser = cgroup_name)]

@@ -103,7 +103,7 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
     // A directory, or an image's layers (pulled first if they are not
     // here), held so that no `rmi` removes them while the container runs.
     let pull_options = verbs::pull_options(args.registry)?;
-    let rootfs = rootfs::resolve(&args.rootfs, &args.root, &pull_options)?;
+    let rootfs = rootfs::resolve(&args.rootfs, &args.store.root, &pull_options)?;
     let id = id::generate()?;
     let hostname = args.hostname.unwrap_or_else(|| id.clone());
     let overrides = command::Overrides {
@@ -114,7 +114,7 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
     };
     let command = Command::new(args.command, rootfs.run_config().as_ref(), overrides)?;
     // Removed when `dir` is dropped: on return from here, whatever happened.
-    let dir = ContainerDir::create(&args.root, &id, rootfs.directory())?;
+    let dir = ContainerDir::create(&args.store.root, &id, rootfs.directory())?;
     // What runtimes killed with `kill -9` left is ours to remove.
     for dead in dir.remove_left_behind()? {
         cgroups::remove_left_behind(&args.cgroup_parent, &dead)?;
