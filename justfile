@@ -19,11 +19,11 @@ as_root := if `id -u` == "0" { "" } else { "env CARGO_TARGET_" + replace(upperca
 default:
     @just --list --unsorted
 
-# Install what the workshop needs (Debian/Ubuntu): busybox-static, runc (for comparisons), iproute2 and nftables (step 05), mdBook
+# Install what the workshop needs (Debian/Ubuntu): busybox-static, runc (for comparisons), iproute2 and nftables (step 05), GNU time (the bench), mdBook
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    missing=$(for package in busybox-static runc iproute2 nftables; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
+    missing=$(for package in busybox-static runc iproute2 nftables time; do dpkg -s "$package" >/dev/null 2>&1 || echo "$package"; done)
     if [ -n "$missing" ]; then
         {{sudo}} apt-get update -qq
         {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing

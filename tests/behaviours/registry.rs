@@ -340,6 +340,15 @@ fn chooses_the_platform_from_an_index(ctx: &Ctx) -> Result<()> {
         &ctx.run_image(&image, &[], &["cat", "/platform"])?,
         "linux/arm64/v8\n",
     )?;
+    // run --platform with the other one stored: pulled again, as Docker does.
+    expect_stdout(
+        &ctx.run_image(
+            &image,
+            &["--platform", "linux/amd64"],
+            &["cat", "/platform"],
+        )?,
+        "linux/amd64\n",
+    )?;
     expect_pull_error(
         &ctx.pull(&["--platform", "linux/s390x", &image])?,
         "linux/s390x",

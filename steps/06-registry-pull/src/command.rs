@@ -114,7 +114,12 @@ impl Command {
         if line.is_empty() {
             ensure!(
                 !from_image,
-                "no command: the image names neither an Entrypoint nor a Cmd, so give a COMMAND"
+                "no command: {}, so give a COMMAND",
+                if options.entrypoint.is_some() {
+                    "--entrypoint \"\" leaves neither an entrypoint nor the image's Cmd"
+                } else {
+                    "the image names neither an Entrypoint nor a Cmd"
+                }
             );
             line.push(DEFAULT_COMMAND.into());
         }

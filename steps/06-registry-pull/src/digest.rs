@@ -107,7 +107,9 @@ impl<R: Read> Verifier<R> {
 impl<R: Read> Read for Verifier<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // One byte past the limit is enough to know it is too much.
-        let room = (self.limit - self.read)
+        let room = self
+            .limit
+            .saturating_sub(self.read)
             .saturating_add(1)
             .min(buf.len() as u64);
         let n = self.inner.read(&mut buf[..room as usize])?;

@@ -87,7 +87,7 @@ impl Platform {
     /// Whether an index entry for `offered` runs here. arm64 images often
     /// leave out the variant, which then means v8; a wanted platform
     /// without a variant takes any.
-    fn matches(&self, offered: &Platform) -> bool {
+    pub fn matches(&self, offered: &Platform) -> bool {
         // ANCHOR: lab06-3-platform Tell whether an index entry's platform is the one wanted: os and architecture equal, the variant too when one is wanted (arm64 without one means v8) (matches) [06-registry-pull.md#indexes-and-platforms]
         let variant =
             |platform: &Platform| match (&platform.variant, platform.architecture.as_str()) {
@@ -191,6 +191,13 @@ pub fn choose<'a>(index: &'a Index, platform: &Platform) -> Result<&'a Descripto
 pub struct ConfigFile {
     #[serde(default)]
     pub config: Option<RunConfig>,
+    /// The platform the image is for.
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
     pub rootfs: RootFs,
 }
 
@@ -215,6 +222,14 @@ pub struct RunConfig {
 impl ConfigFile {
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         serde_json::from_slice(bytes).context("read the image's config")
+    }
+
+    pub fn platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
     }
 
     /// The digests of the unpacked layers, bottom first, one per layer.

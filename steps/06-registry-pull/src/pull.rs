@@ -65,6 +65,7 @@ pub fn pull(store: &Store, reference: &Reference, options: &Options) -> Result<E
         manifest: manifest_digest.clone(),
         config: config_digest,
         size,
+        platform: Some(config.platform()),
     };
     store.update(|all| {
         all.insert(store::key(reference), entry.clone());

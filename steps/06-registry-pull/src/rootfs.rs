@@ -14,7 +14,7 @@ use crate::store::{Image, Store};
 
 pub enum Rootfs {
     Directory(PathBuf),
-    Image(Image),
+    Image(Box<Image>),
 }
 
 impl Rootfs {
@@ -59,14 +59,31 @@ pub fn resolve(arg: &Path, root: &Path, options: &pull::Options) -> Result<Rootf
     let reference = Reference::parse(&text)
         .with_context(|| format!("{text:?} is no directory here, nor an image reference"))?;
     let store = Store::open(root)?;
-    let entry = match store.find(&reference)? {
-        Some(entry) => entry,
-        None => {
-            eprintln!("unable to find image {reference} here: pulling it");
+    // Stored for another platform than --platform asks for: pulled
+    // again, as Docker does.
+    let stored = store.find(&reference)?;
+    let other_platform = match (
+        &options.platform,
+        stored.as_ref().and_then(|e| e.platform.as_ref()),
+    ) {
+        (Some(wanted), Some(platform)) if !wanted.matches(platform) => Some(wanted),
+        _ => None,
+    };
+    let entry = match (stored, other_platform) {
+        (Some(entry), None) => entry,
+        (stored, _) => {
+            match other_platform {
+                Some(wanted) if stored.is_some() => {
+                    eprintln!(
+                        "image {reference} is here for another platform than {wanted}: pulling it"
+                    )
+                }
+                _ => eprintln!("unable to find image {reference} here: pulling it"),
+            }
             pull::pull(&store, &reference, options)?
         }
     };
-    Ok(Rootfs::Image(store.open_image(&entry)?))
+    Ok(Rootfs::Image(Box::new(store.open_image(&entry)?)))
 }
 // ANCHOR_END: resolve
 

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::image::{ConfigFile, Fetched, Manifest, read_manifest};
+use crate::image::{ConfigFile, Fetched, Manifest, Platform, read_manifest};
 use crate::reference::Reference;
 use crate::state;
 
@@ -41,6 +41,9 @@ pub struct Entry {
     pub config: Digest,
     /// The unpacked layers' bytes, for `images`.
     pub size: u64,
+    /// The platform pulled, from an index of several.
+    #[serde(default)]
+    pub platform: Option<Platform>,
 }
 
 /// An image ready to run: its layers, bottom first, each held (a shared
@@ -118,16 +121,26 @@ impl Store {
     /// A fresh folder under tmp/, locked while this process lives, removed
     /// when the value is dropped.
     pub fn temp(&self) -> Result<Temp> {
-        let path = self.dir.join("tmp").join(crate::id::generate()?);
+        let tmp = self.dir.join("tmp");
+        // Made and locked under the lock on tmp/, so that no other pull
+        // cleaning up sees it in between, unlocked, and removes it.
+        let _tmp = state::lock(&tmp, true)?;
+        let path = tmp.join(crate::id::generate()?);
         fs::create_dir(&path).with_context(|| format!("create {}", path.display()))?;
-        let lock = state::lock(&path, true)?;
-        Ok(Temp { path, _lock: lock })
+        match state::lock(&path, true) {
+            Ok(lock) => Ok(Temp { path, _lock: lock }),
+            Err(error) => {
+                let _ = fs::remove_dir(&path);
+                Err(error)
+            }
+        }
     }
 
     /// Removes what pulls that died (kill -9) left in tmp/: every folder
     /// whose lock nobody holds.
     pub fn remove_left_behind(&self) -> Result<()> {
         let tmp = self.dir.join("tmp");
+        let _tmp = state::lock(&tmp, true)?;
         for entry in fs::read_dir(&tmp).with_context(|| format!("read {}", tmp.display()))? {
             let path = entry?.path();
             if state::lock(&path, false).is_ok() {
@@ -253,8 +266,8 @@ impl Store {
                 fs::remove_dir_all(&path).with_context(|| format!("remove {}", path.display()))?;
             }
         }
-        if !used.contains(&entry.manifest) && !used.contains(&entry.config) {
-            for blob in [&entry.manifest, &entry.config] {
+        for blob in [&entry.manifest, &entry.config] {
+            if !used.contains(blob) {
                 let _ = fs::remove_file(self.blob_path(blob));
             }
         }
