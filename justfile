@@ -60,15 +60,17 @@ registry-setup:
         {{sudo}} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
 
-# Serve the workshop images from a registry of your own, for a room offline (0.0.0.0:5000 opens it to the room's network); Ctrl-C stops it
+# Serve the workshop images from a registry of your own, for a room offline (0.0.0.0:5000 opens it to the room's network); --token asks for tokens, as Docker Hub does; Ctrl-C stops it
 [positional-arguments]
 [no-exit-message]
-classroom-registry ADDR="127.0.0.1:5000": registry-setup rootfs
+classroom-registry ADDR="127.0.0.1:5000" *FLAGS: registry-setup rootfs
     #!/usr/bin/env bash
     set -euo pipefail
     cargo build -q -p ferry-tests --bin ferry-lab
     # exec: Ctrl-C stops the registry, and its clean exit is the recipe's.
-    exec {{sudo}} target/debug/ferry-lab classroom-registry --listen "$1"
+    # --token: ask for tokens, as Docker Hub does (chapter 6's token dance).
+    addr="$1"; shift
+    exec {{sudo}} target/debug/ferry-lab classroom-registry --listen "$addr" "$@"
 
 # Build the workshop root filesystem in target/ferry/rootfs, unless it is up to date
 rootfs: setup

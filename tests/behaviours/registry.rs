@@ -352,6 +352,20 @@ fn chooses_the_platform_from_an_index(ctx: &Ctx) -> Result<()> {
     expect_pull_error(
         &ctx.pull(&["--platform", "linux/s390x", &image])?,
         "linux/s390x",
+    )?;
+    // An image of one platform, no index: --platform checks it.
+    lab.push(
+        registry_lab::WORKSHOP,
+        &registry_lab::workshop(&ctx.rootfs)?,
+        Format::Oci,
+    )?;
+    expect_pull_error(
+        &ctx.pull(&[
+            "--platform",
+            "linux/s390x",
+            &reference(registry_lab::WORKSHOP),
+        ])?,
+        "not linux/s390x",
     )
 }
 

@@ -1,7 +1,8 @@
 //! A registry of the workshop's own: Debian's `docker-registry` (the
 //! reference implementation of the distribution protocol), started as a
-//! child with a configuration and storage of ours, and the workshop images,
-//! built from the workshop rootfs with umoci and pushed with skopeo.
+//! child with a configuration and storage of ours, and the demo images of
+//! step 06 (`crate::registry_lab`), built by hand as OCI layouts and pushed
+//! with skopeo.
 //!
 //! `just classroom-registry` serves it to a room; step 06's tests start one
 //! on a free loopback port for themselves, or on fixed ports in a network
@@ -31,9 +32,6 @@ use crate::run::wait_until;
 
 /// Debian's package installs the registry under this name.
 const REGISTRY: &str = "docker-registry";
-
-/// The workshop images: (repository, tag, the command it runs by default).
-pub const IMAGES: [(&str, &str, &str); 1] = [("ferry/busybox", "latest", "/bin/sh")];
 
 /// A running registry; stopped (and waited for) when dropped.
 pub struct Registry {
@@ -183,21 +181,24 @@ impl Registry {
         fs::write(&path, bytes).with_context(|| format!("write {}", path.display()))
     }
 
-    /// Builds the workshop images from `rootfs` in `work` and pushes them;
+    /// Builds the demo images (`registry_lab::DEMO_IMAGES`, the ones the
+    /// book's step 06 uses) from `rootfs` in `work` and pushes them;
     /// returns their references as a client on this machine names them.
-    pub fn push_workshop_images(&self, rootfs: &Path, work: &Path) -> Result<Vec<String>> {
+    /// `creds` (`user:password`) log the push in, for a registry that
+    /// asks for tokens.
+    pub fn push_workshop_images(
+        &self,
+        rootfs: &Path,
+        work: &Path,
+        creds: Option<&str>,
+    ) -> Result<Vec<String>> {
         let mut pushed = Vec::new();
-        for (repository, tag, command) in IMAGES {
-            let layout = work.join("oci");
-            build_image(rootfs, &layout, tag, command, work)?;
-            let reference = format!("{}/{repository}:{tag}", self.reach);
-            tool(
-                oci::skopeo(&[])
-                    .args(["copy", "--quiet", "--dest-tls-verify=false"])
-                    .arg(format!("oci:{}:{tag}", layout.display()))
-                    .arg(format!("docker://{reference}")),
-                "skopeo copy",
-            )?;
+        for (name_tag, build) in crate::registry_lab::DEMO_IMAGES {
+            let (name, tag) = crate::registry_lab::split_tag(name_tag);
+            let layout = work.join("oci").join(name.replace('/', "_"));
+            oci::write_layout(&layout, tag, &build(rootfs)?)?;
+            let reference = format!("{}/{name}:{tag}", self.reach);
+            oci::push(&[], &layout, tag, &reference, oci::Format::Oci, creds)?;
             pushed.push(reference);
         }
         Ok(pushed)
@@ -232,58 +233,6 @@ fn configuration(listen: SocketAddr, storage: &Path) -> String {
          http:\n  addr: {listen}\n",
         storage.display()
     )
-}
-
-/// An OCI image layout at `layout` holding `tag`: one layer, the whole
-/// `rootfs`, and a config whose command is `command`.
-fn build_image(rootfs: &Path, layout: &Path, tag: &str, command: &str, work: &Path) -> Result<()> {
-    let image = format!("{}:{tag}", layout.display());
-    let bundle = work.join("bundle");
-    for dir in [layout, &bundle] {
-        if dir.exists() {
-            fs::remove_dir_all(dir).with_context(|| format!("remove {}", dir.display()))?;
-        }
-    }
-    tool(
-        Command::new("umoci").args(["init", "--layout"]).arg(layout),
-        "umoci init",
-    )?;
-    tool(
-        Command::new("umoci").args(["new", "--image", &image]),
-        "umoci new",
-    )?;
-    tool(
-        Command::new("umoci")
-            .args(["unpack", "--image", &image])
-            .arg(&bundle),
-        "umoci unpack",
-    )?;
-    tool(
-        Command::new("cp")
-            .arg("-a")
-            .arg(rootfs.join("."))
-            .arg(bundle.join("rootfs")),
-        "copy the rootfs into the bundle",
-    )?;
-    tool(
-        Command::new("umoci")
-            .args(["repack", "--image", &image])
-            .arg(&bundle),
-        "umoci repack",
-    )?;
-    tool(
-        Command::new("umoci").args([
-            "config",
-            "--image",
-            &image,
-            "--config.cmd",
-            command,
-            "--config.env",
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        ]),
-        "umoci config",
-    )?;
-    fs::remove_dir_all(&bundle).with_context(|| format!("remove {}", bundle.display()))
 }
 
 /// Runs a tool and fails with what it printed if it fails.
@@ -385,14 +334,10 @@ pub struct IssuerRequest {
 impl TokenIssuer {
     /// Makes a key and a self-signed certificate in `dir` (with the openssl
     /// command) and starts answering; anonymous clients may pull the
-    /// repositories in `anonymous_pull`.
-    pub fn start(dir: &Path, anonymous_pull: &[&str]) -> Result<Self> {
-        Self::start_at(
-            dir,
-            anonymous_pull,
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            None,
-        )
+    /// repositories in `anonymous_pull`. It listens on `listen`, which is
+    /// also where the realm it names sends clients.
+    pub fn start(dir: &Path, anonymous_pull: &[&str], listen: SocketAddr) -> Result<Self> {
+        Self::start_at(dir, anonymous_pull, listen, None)
     }
 
     /// The same issuer on 127.0.0.1:`port` of `net`'s host namespace: its

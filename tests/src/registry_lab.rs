@@ -132,7 +132,7 @@ impl RegistryLab {
 
 /// `ferry/busybox:latest` to its name and tag; `latest` when there is none
 /// (a `:` before the last `/` is a port's, not a tag's).
-fn split_tag(name_tag: &str) -> (&str, &str) {
+pub fn split_tag(name_tag: &str) -> (&str, &str) {
     match name_tag.rsplit_once(':') {
         Some((name, tag)) if !tag.contains('/') => (name, tag),
         _ => (name_tag, "latest"),

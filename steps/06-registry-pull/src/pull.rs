@@ -58,6 +58,14 @@ pub fn pull(store: &Store, reference: &Reference, options: &Options) -> Result<E
         layer.digest()?;
     }
     let config = fetch_config(store, &registry, &manifest.config)?;
+    // An image of one platform, not an index: --platform can only check it.
+    if let Some(wanted) = &options.platform {
+        let offered = config.platform();
+        ensure!(
+            offered.os.is_empty() || wanted.matches(&offered),
+            "{reference} is an image for {offered}, not {wanted}"
+        );
+    }
     let diff_ids = config.diff_ids(manifest.layers.len())?;
     let size = fetch_layers(store, &registry, &manifest.layers, &diff_ids, options)?;
     store.write_blob(&manifest_digest, &manifest_bytes)?;

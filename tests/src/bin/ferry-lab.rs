@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, ensure};
 use clap::{Parser, Subcommand};
 use ferry_tests::lab::Lab;
-use ferry_tests::{bench, book, doctor, grade, registry, rootfs, skeleton, steps, transcript};
+use ferry_tests::{
+    bench, book, doctor, grade, registry, registry_lab, rootfs, skeleton, steps, transcript,
+};
 use nix::sys::signal::{SigHandler, Signal, signal};
 
 #[derive(Parser)]
@@ -65,6 +67,10 @@ enum Chore {
         /// target/ferry/classroom]
         #[arg(long, env = "FERRY_CLASSROOM_DIR")]
         data: Option<PathBuf>,
+        /// Ask for tokens, as Docker Hub does: a token service on the same
+        /// address, two ports up, gives anyone pull rights on the demo images
+        #[arg(long)]
+        token: bool,
     },
     /// Open a root shell in a new lab, as the book's console sessions
     /// expect; the lab is removed when the shell exits
@@ -134,8 +140,16 @@ fn chore(chore: Chore) -> Result<ExitCode> {
             }
         }
         Chore::Shell => return shell(),
-        Chore::ClassroomRegistry { listen, data } => {
-            classroom_registry(&listen, &data.unwrap_or_else(registry::classroom_dir))?;
+        Chore::ClassroomRegistry {
+            listen,
+            data,
+            token,
+        } => {
+            classroom_registry(
+                &listen,
+                &data.unwrap_or_else(registry::classroom_dir),
+                token,
+            )?;
         }
         Chore::Lab { step, force, into } => {
             let step = steps::workspace_step(step)?;
@@ -221,13 +235,36 @@ fn chore(chore: Chore) -> Result<ExitCode> {
 
 /// `just classroom-registry`: start the registry, push the images, and
 /// serve until Ctrl-C, which reaches the registry too (same terminal).
-fn classroom_registry(listen: &str, data: &std::path::Path) -> Result<()> {
-    let server = registry::Registry::start(listen, data)?;
-    let images = server.push_workshop_images(&rootfs::built()?, &data.join("build"))?;
+fn classroom_registry(listen: &str, data: &std::path::Path, token: bool) -> Result<()> {
+    let (server, issuer) = if token {
+        let addr: std::net::SocketAddr = listen
+            .parse()
+            .with_context(|| format!("--listen {listen}: an IP address and a port"))?;
+        ensure!(
+            !addr.ip().is_unspecified(),
+            "--token needs the address learners reach (the token service's realm names it), \
+             not {listen}: give this machine's address on the room's network"
+        );
+        let issuer_addr = std::net::SocketAddr::new(addr.ip(), addr.port() + 2);
+        let issuer = registry::TokenIssuer::start(
+            &data.join("issuer"),
+            &registry_lab::DEMO_REPOSITORIES,
+            issuer_addr,
+        )?;
+        let server = registry::Registry::start_with_token_auth(listen, data, &issuer)?;
+        (server, Some(issuer))
+    } else {
+        (registry::Registry::start(listen, data)?, None)
+    };
+    let creds = issuer.as_ref().map(|_| registry::PUSHER);
+    let images = server.push_workshop_images(&rootfs::built()?, &data.join("build"), creds)?;
     // Ctrl-C is for the registry, which stops; this process stays to say so.
     // SAFETY: SIG_IGN installs no handler, so no code runs in signal context.
     unsafe { signal(Signal::SIGINT, SigHandler::SigIgn) }.context("ignore SIGINT")?;
     println!("serving the workshop images on {listen} until Ctrl-C:");
+    if let Some(issuer) = &issuer {
+        println!("(clients get a token from {} first)", issuer.realm());
+    }
     for image in &images {
         println!("  {image}");
     }
