@@ -147,6 +147,27 @@ impl Ctx {
         RegistryLab::start(self.net()?, auth)
     }
 
+    /// A registry in the lab holding one demo image: the lab, what was
+    /// pushed, and the image's reference.
+    fn registry_with(
+        &self,
+        name_tag: &str,
+        build: registry_lab::Build,
+    ) -> Result<(RegistryLab, oci::LayoutDigests, String)> {
+        let lab = self.registry(Auth::Anonymous)?;
+        let digests = lab.push(name_tag, &build(&self.rootfs)?, Format::Oci)?;
+        Ok((lab, digests, reference(name_tag)))
+    }
+
+    /// `stepNN rmi --root STATE IMAGE`.
+    fn rmi(&self, image: &str) -> Result<Outcome> {
+        self.runtime()
+            .args(["rmi", "--root"])
+            .args([self.state.path()])
+            .args([image])
+            .output()
+    }
+
     /// `stepNN pull --root STATE ARGS...`.
     fn pull(&self, args: &[&str]) -> Result<Outcome> {
         self.runtime()
@@ -220,13 +241,7 @@ fn expect_stdout(outcome: &Outcome, stdout: &str) -> Result<()> {
 }
 
 fn runs_an_image_with_its_layers_stacked(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    lab.push(
-        registry_lab::LAYERED,
-        &registry_lab::layered(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::LAYERED);
+    let (_lab, _, image) = ctx.registry_with(registry_lab::LAYERED, registry_lab::layered)?;
     let script = "test -e /etc/motd && echo motd is there; ls /srv/data; cat /srv/keep";
     // Not in the store: run pulls it first.
     expect_stdout(
@@ -270,13 +285,7 @@ fn reads_docker_v2s2_manifests(ctx: &Ctx) -> Result<()> {
 }
 
 fn honours_the_image_config(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    lab.push(
-        registry_lab::CONFIGURED,
-        &registry_lab::configured(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::CONFIGURED);
+    let (_lab, _, image) = ctx.registry_with(registry_lab::CONFIGURED, registry_lab::configured)?;
     // Entrypoint then Cmd; a COMMAND replaces Cmd only.
     expect_stdout(&ctx.run_image(&image, &[], &[])?, "entrypoint: from cmd\n")?;
     expect_stdout(
@@ -322,13 +331,8 @@ fn chooses_the_platform_from_an_index(ctx: &Ctx) -> Result<()> {
         "this check's index offers amd64 as the host's platform; this machine is {}",
         std::env::consts::ARCH
     );
-    let lab = ctx.registry(Auth::Anonymous)?;
-    lab.push(
-        registry_lab::TWO_PLATFORMS,
-        &registry_lab::two_platforms(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::TWO_PLATFORMS);
+    let (lab, _, image) =
+        ctx.registry_with(registry_lab::TWO_PLATFORMS, registry_lab::two_platforms)?;
     expect_stdout(
         &ctx.run_image(&image, &[], &["cat", "/platform"])?,
         "linux/amd64\n",
@@ -451,22 +455,10 @@ fn logs_in_without_telling(ctx: &Ctx) -> Result<()> {
 }
 
 fn an_image_in_use_stays(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    lab.push(
-        registry_lab::WORKSHOP,
-        &registry_lab::workshop(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::WORKSHOP);
+    let (_lab, _, image) = ctx.registry_with(registry_lab::WORKSHOP, registry_lab::workshop)?;
     let pulled = ctx.pull(&[&image])?;
     ensure!(pulled.status == 0, "pull failed:\n{pulled}");
-    let rmi = || {
-        ctx.runtime()
-            .args(["rmi", "--root"])
-            .args([ctx.state.path()])
-            .args([&image])
-            .output()
-    };
+
     let mut running = ctx
         .run_with_rootfs(
             Path::new(&image),
@@ -476,12 +468,12 @@ fn an_image_in_use_stays(ctx: &Ctx) -> Result<()> {
         .hold_stdin()
         .spawn()?;
     running.wait_for_line("ready")?;
-    let refused = rmi()?;
+    let refused = ctx.rmi(&image)?;
     running.close_stdin();
     let ended = running.finish()?;
     ensure!(ended.status == 0, "the container failed:\n{ended}");
     expect_error(&refused, 125, "in use")?;
-    let removed = rmi()?;
+    let removed = ctx.rmi(&image)?;
     ensure!(
         removed.status == 0,
         "rmi after the container ended failed:\n{removed}"
@@ -490,12 +482,7 @@ fn an_image_in_use_stays(ctx: &Ctx) -> Result<()> {
 }
 
 fn refuses_a_tampered_blob(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    let digests = lab.push(
-        registry_lab::WORKSHOP,
-        &registry_lab::workshop(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
+    let (lab, digests, _) = ctx.registry_with(registry_lab::WORKSHOP, registry_lab::workshop)?;
     // A manifest asked for by digest must be the one the digest names.
     let manifest = &digests.images[0].manifest;
     let by_digest = format!("{}@{manifest}", reference("ferry/busybox"));
@@ -753,12 +740,7 @@ fn refuses_a_decompression_bomb(ctx: &Ctx) -> Result<()> {
 }
 
 fn refuses_a_digest_that_is_a_path(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    let digests = lab.push(
-        registry_lab::WORKSHOP,
-        &registry_lab::workshop(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
+    let (lab, digests, _) = ctx.registry_with(registry_lab::WORKSHOP, registry_lab::workshop)?;
     // The config and layer of an honest image, in the repository the
     // hostile manifest is served for.
     lab.push(
@@ -799,13 +781,7 @@ fn refuses_a_digest_that_is_a_path(ctx: &Ctx) -> Result<()> {
 }
 
 fn a_second_pull_fetches_only_the_manifest(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    lab.push(
-        registry_lab::LAYERED,
-        &registry_lab::layered(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::LAYERED);
+    let (lab, _, image) = ctx.registry_with(registry_lab::LAYERED, registry_lab::layered)?;
     let first = ctx.pull(&[&image])?;
     ensure!(first.status == 0, "the first pull failed:\n{first}");
     let blobs = lab
@@ -831,13 +807,7 @@ fn a_second_pull_fetches_only_the_manifest(ctx: &Ctx) -> Result<()> {
 }
 
 fn pulls_at_once_share_the_store(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    let digests = lab.push(
-        registry_lab::LAYERED,
-        &registry_lab::layered(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
-    let image = reference(registry_lab::LAYERED);
+    let (_lab, digests, image) = ctx.registry_with(registry_lab::LAYERED, registry_lab::layered)?;
     let pull = || {
         ctx.runtime()
             .args(["pull", "--root"])
@@ -866,12 +836,7 @@ fn pulls_at_once_share_the_store(ctx: &Ctx) -> Result<()> {
 }
 
 fn rmi_keeps_layers_another_image_uses(ctx: &Ctx) -> Result<()> {
-    let lab = ctx.registry(Auth::Anonymous)?;
-    let workshop = lab.push(
-        registry_lab::WORKSHOP,
-        &registry_lab::workshop(&ctx.rootfs)?,
-        Format::Oci,
-    )?;
+    let (lab, workshop, _) = ctx.registry_with(registry_lab::WORKSHOP, registry_lab::workshop)?;
     let layered = lab.push(
         registry_lab::LAYERED,
         &registry_lab::layered(&ctx.rootfs)?,
@@ -905,21 +870,15 @@ fn rmi_keeps_layers_another_image_uses(ctx: &Ctx) -> Result<()> {
             && rows[2][..3] == [&format!("{ADDRESS}/ferry/layers"), "latest", &id(&layered)],
         "images printed:\n{listed}"
     );
-    let rmi = |name: &str| {
-        ctx.runtime()
-            .args(["rmi", "--root"])
-            .args([ctx.state.path()])
-            .args([reference(name)])
-            .output()
-    };
-    let removed = rmi(registry_lab::LAYERED)?;
+
+    let removed = ctx.rmi(&reference(registry_lab::LAYERED))?;
     ensure!(removed.status == 0, "rmi failed:\n{removed}");
     ensure!(
         ctx.stored_layers()? == format!("{}\n", hex(shared)),
         "after rmi of the layered image the store holds {}",
         ctx.stored_layers()?
     );
-    let removed = rmi(registry_lab::WORKSHOP)?;
+    let removed = ctx.rmi(&reference(registry_lab::WORKSHOP))?;
     ensure!(removed.status == 0, "rmi failed:\n{removed}");
     ctx.store_holds_no_image()?;
     ensure!(
@@ -929,7 +888,11 @@ fn rmi_keeps_layers_another_image_uses(ctx: &Ctx) -> Result<()> {
     );
     let blobs = listing(&ctx.state.join("images/blobs/sha256"))?;
     ensure!(blobs.is_empty(), "blobs left: {blobs}");
-    expect_error(&rmi(registry_lab::WORKSHOP)?, 125, "no such image")
+    expect_error(
+        &ctx.rmi(&reference(registry_lab::WORKSHOP))?,
+        125,
+        "no such image",
+    )
 }
 
 fn rejects_bad_references_offline(ctx: &Ctx) -> Result<()> {

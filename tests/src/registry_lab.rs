@@ -150,8 +150,10 @@ pub const TWO_PLATFORMS: &str = "ferry/multi:latest";
 pub const DEMO_REPOSITORIES: [&str; 4] =
     ["ferry/busybox", "ferry/layers", "ferry/app", "ferry/multi"];
 
+/// How a demo image is built from the workshop rootfs.
+pub type Build = fn(&Path) -> Result<Vec<Image>>;
+
 /// Each demo image's name and how it is built.
-type Build = fn(&Path) -> Result<Vec<Image>>;
 pub const DEMO_IMAGES: [(&str, Build); 4] = [
     (WORKSHOP, workshop),
     (LAYERED, layered),
