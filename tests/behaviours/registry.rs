@@ -96,6 +96,13 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: keeps_devices_and_setuid_files_inside,
     },
     Behaviour {
+        name: "says_when_an_image_has_too_many_layers_to_mount",
+        hint: "mount(2) takes its options in one page: an image whose lower directories do not fit gets a clear error, not a mount cut short (book: Step 06 › What ferry leaves out)",
+        since: 6,
+        kind: Feature,
+        check: says_when_an_image_has_too_many_layers_to_mount,
+    },
+    Behaviour {
         name: "refuses_a_decompression_bomb",
         hint: "a layer that unpacks past the size limit is refused, and nothing of it stays (book: Step 06 › What goes wrong)",
         since: 6,
@@ -192,6 +199,13 @@ impl Ctx {
             .output()?;
         ensure!(outcome.status == 0, "images failed:\n{outcome}");
         Ok(outcome.stdout)
+    }
+
+    /// Nothing a container made is left under --root: only the store.
+    fn nothing_under_root_but_images(&self) -> Result<()> {
+        let left = listing(self.state.path())?;
+        ensure!(left == "images\n", "left under --root: {left}");
+        Ok(())
     }
 
     /// The unpacked layers in the store, by diff_id hex.
@@ -716,6 +730,31 @@ fn keeps_devices_and_setuid_files_inside(ctx: &Ctx) -> Result<()> {
         )?,
         "character special file 1:3 666\nregular file 0:0 4755\n",
     )
+}
+
+fn says_when_an_image_has_too_many_layers_to_mount(ctx: &Ctx) -> Result<()> {
+    let lab = ctx.registry(Auth::Anonymous)?;
+    // Each lower directory is --root's path and 64 hex digits: some 150
+    // bytes here, so 40 of them overflow the page.
+    let mut layers = vec![oci::dir_layer(&ctx.rootfs)?];
+    for i in 1..40 {
+        let name = format!("layer-{i}");
+        layers.push(oci::tar_layer(|b| {
+            oci::raw_entry(b, EntryType::Regular, name.as_bytes(), None, 0o644, b"")
+        })?);
+    }
+    let mut image = Image::new(layers);
+    image.config = json!({ "Env": [oci::PATH], "Cmd": ["/bin/sh"] });
+    lab.push("ferry/tall:latest", &[image], Format::Oci)?;
+    let image = reference("ferry/tall:latest");
+    let pulled = ctx.pull(&[&image])?;
+    ensure!(pulled.status == 0, "pull failed:\n{pulled}");
+    expect_error(
+        &ctx.run_image(&image, &[], &["true"])?,
+        125,
+        "more than the 4096",
+    )?;
+    ctx.nothing_under_root_but_images()
 }
 
 fn refuses_a_decompression_bomb(ctx: &Ctx) -> Result<()> {

@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 
@@ -45,7 +45,20 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &ContainerDir) -> Result<()> {
     options.push(escape(&dir.upper()));
     options.push(",workdir=");
     options.push(escape(&dir.work()));
+    // mount(2) copies its options in one page, and cuts longer ones short:
+    // an image of many layers must be told so, not mounted wrong.
+    ensure!(
+        options.len() < 4096,
+        "the image's {} layers make overlay options of {} bytes, more than the 4096 that \
+         mount(2) takes",
+        lowers.len(),
+        options.len()
+    );
     let merged = dir.merged();
+    let what = match lowers.len() {
+        1 => format!("ROOTFS {}", rootfs.display()),
+        n => format!("the image's {n} layers"),
+    };
     mount(
         Some("overlay"),
         &merged,
@@ -62,8 +75,7 @@ pub fn mount_overlay(lowers: &[PathBuf], dir: &ContainerDir) -> Result<()> {
             ""
         };
         anyhow::Error::new(errno).context(format!(
-            "mount overlay of ROOTFS {} on {}{hint}",
-            rootfs.display(),
+            "mount overlay of {what} on {}{hint}",
             merged.display()
         ))
     })

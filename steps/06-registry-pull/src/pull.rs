@@ -292,7 +292,6 @@ impl<'a> Progress<'a> {
 
     fn done(&self, bar: &ProgressBar, layer: &Descriptor, result: &Result<Option<u64>>) {
         if self.bars.is_some() {
-            bar.finish_with_message("");
             bar.set_style(
                 ProgressStyle::with_template("{prefix}: {msg}").expect("a valid template"),
             );
