@@ -300,10 +300,18 @@ impl Running {
         let leader = Pid::from_raw(self.pid());
         while !self.has_exited()? {
             if Instant::now() > self.deadline {
+                // What it printed last says where it stuck (a test machine's
+                // console, say).
+                while let Ok(line) = self.stdout.try_recv() {
+                    self.seen.push_str(&line);
+                }
+                let tail: Vec<&str> = self.seen.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
                 bail!(
-                    "{}: still running after {:?}; killed",
+                    "{}: still running after {:?}; killed. Its last lines on stdout:\n{}",
                     self.shown,
-                    self.limit
+                    self.limit,
+                    tail.join("\n")
                 );
             }
             thread::sleep(POLL);
