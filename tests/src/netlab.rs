@@ -77,10 +77,42 @@ pub struct NetLab {
     /// The runtime's address pool for the lab's bridge (see step 05's
     /// ipam.rs): named after the lab host namespace, removed with it.
     pool: PathBuf,
+    _run_dir: RunDirUser,
+}
+
+/// How many labs of this process are alive. A runtime in one lab makes
+/// `/run/ferry/net-…` with two mkdirs; if another lab's drop removed the
+/// then-empty `/run/ferry` between them, that runtime failed ("create
+/// /run/ferry/net-…: No such file or directory", seen in CI). So
+/// `/run/ferry` is removed only by the last lab to go, under this lock,
+/// and no lab starts while it is being removed. (Every runtime of step 05
+/// on runs in a lab, and `cargo test` runs one test binary at a time.)
+static LIVE_LABS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+struct RunDirUser;
+
+impl RunDirUser {
+    fn new() -> Self {
+        *LIVE_LABS.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Self
+    }
+}
+
+impl Drop for RunDirUser {
+    fn drop(&mut self) {
+        let mut live = LIVE_LABS.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        if *live == 0 {
+            // remove_dir removes only an empty folder: a learner's own
+            // pools, if any, keep it.
+            let _ = std::fs::remove_dir("/run/ferry");
+        }
+    }
 }
 
 impl NetLab {
     pub fn new() -> Result<Self> {
+        let run_dir = RunDirUser::new();
         let host = Holder::new()?;
         let outside = Holder::new()?;
         let inode = std::fs::metadata(host.netns())?.ino();
@@ -88,6 +120,7 @@ impl NetLab {
             pool: PathBuf::from(format!("/run/ferry/net-{inode}")),
             host,
             outside,
+            _run_dir: run_dir,
         };
         let outside_pid = lab.outside.0.id();
         lab.in_host(&[
@@ -186,12 +219,8 @@ impl NetLab {
 
 impl Drop for NetLab {
     fn drop(&mut self) {
+        // Then `_run_dir` goes, and with the last lab, /run/ferry.
         let _ = std::fs::remove_dir_all(&self.pool);
-        // And /run/ferry, once no lab nor runtime uses it (remove_dir
-        // removes only an empty folder).
-        if let Some(parent) = self.pool.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
     }
 }
 
