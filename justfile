@@ -150,10 +150,13 @@ run-step N *ARGS: rootfs
     folder=$(cd steps && ls -d "$(printf %02d "$1")"-* 2>/dev/null) || { echo "error: no step $1 in steps/" >&2; exit 2; }
     shift
     cargo build -q -p "step$folder"
+    # Step 07's binary is `ferry`, named in its Cargo.toml; the others are
+    # named after their package.
+    binary=$(sed -n '/^\[\[bin\]\]/,/^name/s/^name = "\(.*\)"/\1/p' "steps/$folder/Cargo.toml")
     # exec: the container's exit status becomes the recipe's, and
     # [no-exit-message] keeps just from calling a container's `exit 7` a
     # failed recipe.
-    exec {{sudo}} "target/debug/step$folder" run {{rootfs}} "$@"
+    exec {{sudo}} "target/debug/${binary:-step$folder}" run {{rootfs}} "$@"
 
 # A root shell in a new lab, as the book's console sessions expect; `exit` removes the lab
 [no-exit-message]

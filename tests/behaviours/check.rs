@@ -27,6 +27,11 @@ const CGROUP_PARENT_SINCE: u8 = 4;
 /// The step from which a container has a network of its own, made on the
 /// host: from then on every runtime of a test runs in a network lab.
 pub const NETWORK_SINCE: u8 = 5;
+/// The step from which `run` is Docker's: a container stays after it ends
+/// unless `--rm`, and its stdin is `/dev/null` unless `-i`. The behaviours
+/// of earlier steps mean a container that goes when it ends and reads the
+/// caller's stdin, so from this step on every `run` of theirs says both.
+pub const DOCKER_RUN_SINCE: u8 = 7;
 
 pub struct Ctx {
     pub step: Step,
@@ -43,6 +48,39 @@ pub struct Ctx {
     /// The network namespaces the runtime runs in, from step 05 on: its
     /// bridge, rules and containers are made there, never on this host.
     pub net: Option<NetLab>,
+    /// Whether `run` is as the test wrote it (a behaviour of step 07's), not
+    /// with `--rm -i` added for an earlier step's (see DOCKER_RUN_SINCE).
+    pub docker_run: bool,
+}
+
+impl Drop for Ctx {
+    /// From step 07 a container may outlive its `run`: remove what a test
+    /// left (a failed one, say), through the runtime itself, before the
+    /// test's --root and cgroups go. `rm -f` kills a container that still
+    /// runs, and its supervisor then ends.
+    fn drop(&mut self) {
+        if self.step.number < DOCKER_RUN_SINCE || !self.step.binary.exists() {
+            return;
+        }
+        let listed = self.ferry("ps", &["-aq"]).output();
+        let ids: Vec<String> = match listed {
+            Ok(outcome) => outcome
+                .stdout
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            Err(_) => return,
+        };
+        if ids.is_empty() {
+            return;
+        }
+        let removed = self.ferry("rm", &["-f"]).args(&ids).output();
+        if let Ok(outcome) = removed
+            && outcome.status != 0
+        {
+            eprintln!("warning: could not remove the test's containers: {outcome}");
+        }
+    }
 }
 
 impl Ctx {
@@ -62,6 +100,7 @@ impl Ctx {
             state: Scratch::new("state")?,
             cgroup: cgroup::Parent::new(),
             net: None,
+            docker_run: behaviour.since >= DOCKER_RUN_SINCE,
         }
         .with_network_lab(behaviour)
     }
@@ -111,17 +150,36 @@ impl Ctx {
     /// The arguments of `run`, with this test's own `--root` and
     /// `--cgroup-parent` from the steps that take them.
     pub fn run_args(&self, rootfs: &Path, options: &[&str], command: &[&str]) -> Vec<OsString> {
-        let mut args: Vec<&OsStr> = vec!["run".as_ref()];
-        if self.step.number >= ROOT_OPTION_SINCE && !options.contains(&"--root") {
-            args.extend(["--root".as_ref(), self.state.path().as_os_str()]);
-        }
+        let mut args = if options.contains(&"--root") {
+            vec!["run".into()]
+        } else {
+            self.store_args("run")
+        };
         if self.step.number >= CGROUP_PARENT_SINCE && !options.contains(&"--cgroup-parent") {
-            args.extend([OsStr::new("--cgroup-parent"), OsStr::new(&self.cgroup.name)]);
+            args.extend(["--cgroup-parent".into(), self.cgroup.name.clone().into()]);
         }
-        args.extend(options.iter().map(OsStr::new));
-        args.push(rootfs.as_os_str());
-        args.extend(command.iter().map(OsStr::new));
-        args.into_iter().map(OsStr::to_owned).collect()
+        if self.step.number >= DOCKER_RUN_SINCE && !self.docker_run {
+            args.extend(["--rm".into(), "-i".into()]);
+        }
+        args.extend(options.iter().map(OsString::from));
+        args.push(rootfs.into());
+        args.extend(command.iter().map(OsString::from));
+        args
+    }
+
+    /// `VERB --root ROOT`: a verb of step 07's (or `run`) on this test's
+    /// containers and images.
+    pub fn store_args(&self, verb: &str) -> Vec<OsString> {
+        let mut args = vec![OsString::from(verb)];
+        if self.step.number >= ROOT_OPTION_SINCE {
+            args.extend(["--root".into(), self.state.path().into()]);
+        }
+        args
+    }
+
+    /// `ferry VERB ARGS...` on this test's --root, in its network lab.
+    pub fn ferry(&self, verb: &str, args: &[&str]) -> Run {
+        self.runtime().args(self.store_args(verb)).args(args)
     }
 
     /// The whole `stepNN run …` command line, quoted for a shell.

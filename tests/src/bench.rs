@@ -201,12 +201,16 @@ fn step_case(
     if step.number >= 4 {
         args.extend(["--cgroup-parent".to_owned(), fixtures.cgroups.name.clone()]);
     }
+    // From step 07 a container stays after it ends, unless --rm.
+    if step.number >= 7 {
+        args.push("--rm".to_owned());
+    }
     args.extend(extra.iter().map(|arg| arg.to_string()));
     args.extend([rootfs.display().to_string(), "/bin/true".to_owned()]);
     let name = format!("step{} {}", step.folder, extra.join(" "))
         .trim()
         .to_owned();
-    let binary = bin_dir.join(format!("step{}", step.folder));
+    let binary = bin_dir.join(step.binary.file_name().expect("a binary's name"));
     if step.number < NETWORK_SINCE {
         return Case {
             name,
@@ -356,7 +360,9 @@ fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>
     // Straight to the registry: the tests' counting proxy, in front of
     // it, is no part of what is measured.
     let image = format!("{}/{BENCH_IMAGE}", lab.registry().reach);
-    let binary = options.bin_dir.join(format!("step{}", step.folder));
+    let binary = options
+        .bin_dir
+        .join(step.binary.file_name().expect("a binary's name"));
     let work = fixtures.scratch.join("pulls");
     fs::create_dir_all(&work)?;
     let shell = |name: &str, script: String| {

@@ -38,7 +38,7 @@ pub fn workspace_steps() -> Result<Vec<Step>> {
         let Some(number) = folder.get(..2).and_then(|n| n.parse().ok()) else {
             continue;
         };
-        let binary = target_dir().join("debug").join(format!("step{folder}"));
+        let binary = target_dir().join("debug").join(binary_name(&folder)?);
         steps.push(Step {
             number,
             folder,
@@ -54,6 +54,20 @@ pub fn workspace_steps() -> Result<Vec<Step>> {
         );
     }
     Ok(steps)
+}
+
+/// The name of the binary that step `folder` builds: its `[[bin]]` name
+/// (step 07's is `ferry`), or the package's, `stepNN-slug`.
+pub fn binary_name(folder: &str) -> Result<String> {
+    let path = workspace().join("steps").join(folder).join("Cargo.toml");
+    let manifest: toml::Table = fs::read_to_string(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .parse()
+        .with_context(|| format!("parse {}", path.display()))?;
+    let bin = manifest
+        .get("bin")
+        .and_then(|bins| bins.as_array()?.first()?.get("name")?.as_str());
+    Ok(bin.map_or_else(|| format!("step{folder}"), str::to_owned))
 }
 
 /// Step `number` of the workspace.
