@@ -11,6 +11,7 @@
 mod basics;
 mod cgroups;
 mod check;
+mod full_runtime;
 mod mount_overlay;
 mod network;
 mod pid_ns;
@@ -62,6 +63,7 @@ fn behaviours() -> impl Iterator<Item = &'static Behaviour> {
         .chain(cgroups::BEHAVIOURS)
         .chain(network::BEHAVIOURS)
         .chain(registry::BEHAVIOURS)
+        .chain(full_runtime::BEHAVIOURS)
 }
 
 /// What each trial found, for FERRY_REPORT.

@@ -12,6 +12,7 @@ mod http;
 pub mod lab;
 pub mod netlab;
 pub mod oci;
+pub mod pty;
 pub mod registry;
 pub mod registry_lab;
 pub mod rootfs;

@@ -40,6 +40,8 @@ pub enum Verb {
     Ps(PsArgs),
     /// Show what a container wrote on stdout and stderr
     Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
     /// Stop containers: SIGTERM, then SIGKILL after a grace period
     Stop(StopArgs),
     /// Send a signal to containers
@@ -84,6 +86,38 @@ pub struct LogsArgs {
     pub timestamps: bool,
 
     pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Keep stdin open (the caller's)
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the command a terminal of its own
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable: KEY=VALUE, or KEY to pass this shell's on
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// The command's working directory [default: the container's]
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Run as this user [default: the container's]
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    pub container: String,
+
+    /// The command, looked up in the container's PATH
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -230,6 +264,15 @@ pub struct RunArgs {
     /// The container's name [default: made up, like brave_hopper]
     #[arg(long, value_name = "NAME", value_parser = crate::names::check)]
     pub name: Option<String>,
+
+    /// Run a small init as PID 1, which passes signals on to the command
+    /// and reaps orphaned processes
+    #[arg(long)]
+    pub init: bool,
+
+    /// Bind-mount a host directory: HOST_DIR:CONTAINER_DIR[:ro] (repeatable)
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CONTAINER[:ro]", value_parser = crate::volumes::parse)]
+    pub volumes: Vec<crate::volumes::Volume>,
 
     /// The container's hostname [default: the container's generated id]
     #[arg(long, value_name = "NAME", value_parser = hostname)]

@@ -25,10 +25,12 @@ mod dev;
 mod digest;
 mod distribution;
 mod etc;
+mod exec;
 mod exit;
 mod fds;
 mod handoff;
 mod image;
+mod init;
 mod ipam;
 mod layer;
 mod limits;
@@ -54,6 +56,7 @@ mod table;
 mod terminal;
 mod user;
 mod verbs;
+mod volumes;
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         cli::Verb::Rmi(args) => verbs::rmi(args).map(|()| 0),
         cli::Verb::Ps(args) => containers::ps(args).map(|()| 0),
         cli::Verb::Logs(args) => containers::logs(args).map(|()| 0),
+        cli::Verb::Exec(args) => exec::exec(args),
         cli::Verb::Stop(args) => containers::stop(args).map(|()| 0),
         cli::Verb::Kill(args) => containers::kill_containers(args).map(|()| 0),
         cli::Verb::Rm(args) => containers::rm(args).map(|()| 0),
@@ -168,6 +172,8 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
                 new_network,
                 inside: network.inside(),
                 stdio: &stdio,
+                volumes: &args.volumes,
+                init: args.init,
             };
             child(born, &cgroup, &container, &handoff, &release)
         }
@@ -237,6 +243,10 @@ struct Container<'a> {
     inside: Option<(Ipv4Addr, Subnet)>,
     /// Its ends of the pipes or terminal that the supervisor reads.
     stdio: &'a Stdio,
+    /// Host directories to mount inside (-v).
+    volumes: &'a [volumes::Volume],
+    /// Whether PID 1 is a small init, the command its child (--init).
+    init: bool,
 }
 // ANCHOR_END: run
 
@@ -290,6 +300,8 @@ fn enter_container(
         new_network,
         inside,
         stdio,
+        volumes,
+        init,
     } = *container;
     // The command starts clean: default signal actions, nothing blocked, and
     // no descriptor but 0, 1 and 2.
@@ -306,6 +318,7 @@ fn enter_container(
     sethostname(hostname).with_context(|| format!("set the hostname to {hostname}"))?;
     // ANCHOR_END: lab02-2-hostname instead:
     overlay::mount_overlay(lowers, dir)?;
+    volumes::mount_all(volumes, &dir.merged())?;
     mounts::pivot_into(&dir.merged())?;
     mounts::mount_proc()?;
     mounts::mount_sys()?;
@@ -320,6 +333,9 @@ fn enter_container(
     // Last, so that the runtime's errors until here reach the caller's
     // stderr, not the container's log.
     stdio.connect_inside()?;
+    if init {
+        return init::run(command);
+    }
     command.exec()
 }
 // ANCHOR_END: child

@@ -80,6 +80,32 @@ extern "C" fn forward(signal: i32) {
     }
 }
 
+/// `--init`'s PID 1: every signal that another process may send to ask
+/// something of the command, passed on to it. Not those the kernel sends
+/// for a fault of PID 1's own (SIGSEGV, SIGBUS…), nor SIGCHLD, which tells
+/// PID 1 of its children, nor the terminal's job-control stops.
+pub fn forward_all_to(command: Pid) -> Result<()> {
+    const NOT_FORWARDED: [Signal; 12] = [
+        Signal::SIGKILL,
+        Signal::SIGSTOP,
+        Signal::SIGCHLD,
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGFPE,
+        Signal::SIGILL,
+        Signal::SIGABRT,
+        Signal::SIGTRAP,
+        Signal::SIGSYS,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ];
+    let all: Vec<Signal> = Signal::iterator()
+        .filter(|signal| !NOT_FORWARDED.contains(signal))
+        .collect();
+    CONTAINER.store(command.as_raw(), Ordering::SeqCst);
+    set_all(&all, SigHandler::Handler(forward))
+}
+
 fn set_all(signals: &[Signal], handler: SigHandler) -> Result<()> {
     // SA_RESTART: a forwarded signal must not make our waitpid fail with EINTR.
     let action = SigAction::new(handler, SaFlags::SA_RESTART, SigSet::empty());

@@ -40,6 +40,8 @@ pub struct Stdio {
 }
 
 enum Wiring {
+    /// `exec` without `-t`: the caller's own stdout and stderr.
+    Inherit,
     Pipes {
         stdout: (OwnedFd, OwnedFd),
         stderr: (OwnedFd, OwnedFd),
@@ -97,11 +99,24 @@ impl Stdio {
         })
     }
 
+    /// `exec` without `-t`: the command writes to our own stdout and
+    /// stderr (its output is not the container's log), and reads our stdin
+    /// with `-i`.
+    pub fn inherit(interactive: bool) -> Self {
+        Self {
+            wiring: Wiring::Inherit,
+            interactive,
+            attached: true,
+        }
+    }
+
     // ANCHOR: inside
     /// In the container, last before the command: put its ends on 0, 1 and
     /// 2. (dup2 clears close-on-exec on the copy: these are meant to stay.)
     pub fn connect_inside(&self) -> Result<()> {
         match &self.wiring {
+            Wiring::Inherit if self.interactive => Ok(()),
+            Wiring::Inherit => dup2_stdin(null()?).context("put /dev/null on 0"),
             Wiring::Pipes {
                 stdout,
                 stderr,
@@ -126,6 +141,7 @@ impl Stdio {
     /// container. None if the container failed before it could send it.
     pub fn outside(self) -> Result<Option<Outside>> {
         match self.wiring {
+            Wiring::Inherit => Ok(None),
             Wiring::Pipes {
                 stdout,
                 stderr,

@@ -65,7 +65,7 @@ pub fn copy_output(outside: Outside, log: &mut logs::Writer, attached: bool) -> 
             }
             Ok(())
         }
-        Outside::Terminal { master, input } => copy_terminal(master, input, log, attached),
+        Outside::Terminal { master, input } => copy_terminal(master, input, Some(log), attached),
     }
 }
 // ANCHOR_END: copy
@@ -86,11 +86,12 @@ fn pass_on(stream: Stream, bytes: &[u8]) {
 /// `-t`: the terminal's output to the log and the caller; with `-i`, the
 /// caller's keys into the terminal, with the caller's terminal in raw mode,
 /// so that every key (Ctrl-C too) goes to the container's terminal, whose
-/// own line discipline then does what a terminal does with it.
-fn copy_terminal(
+/// own line discipline then does what a terminal does with it. `exec -t`
+/// logs nothing.
+pub fn copy_terminal(
     master: OwnedFd,
     input: bool,
-    log: &mut logs::Writer,
+    mut log: Option<&mut logs::Writer>,
     attached: bool,
 ) -> Result<()> {
     let _raw = if input { Some(Raw::enter()?) } else { None };
@@ -114,7 +115,9 @@ fn copy_terminal(
                 // EIO: every slave is closed, the container has ended.
                 Ok(0) | Err(Errno::EIO) => break,
                 Ok(n) => {
-                    log.write(Stream::Stdout, &buffer[..n])?;
+                    if let Some(log) = log.as_deref_mut() {
+                        log.write(Stream::Stdout, &buffer[..n])?;
+                    }
                     if attached {
                         pass_on(Stream::Stdout, &buffer[..n]);
                     }
@@ -132,7 +135,7 @@ fn copy_terminal(
             }
         }
     }
-    log.finish(Stream::Stdout)
+    log.map_or(Ok(()), |log| log.finish(Stream::Stdout))
 }
 // ANCHOR_END: terminal
 
