@@ -475,6 +475,15 @@ fn inspect_tells_the_state(ctx: &Ctx) -> Result<()> {
             && it["Path"] == "/bin/sh",
         "inspect done:\n{outcome}"
     );
+    // Started, then finished: RFC 3339 times, which sort as they happened.
+    let (started, finished) = (&it["State"]["StartedAt"], &it["State"]["FinishedAt"]);
+    let (Some(started), Some(finished)) = (started.as_str(), finished.as_str()) else {
+        anyhow::bail!("inspect done: no StartedAt or FinishedAt:\n{outcome}");
+    };
+    ensure!(
+        started.starts_with("20") && started <= finished,
+        "inspect done: started {started}, finished {finished}"
+    );
     expect_error(&ferry(ctx, "inspect", &["nothing-here"])?, 1, "no such")
 }
 

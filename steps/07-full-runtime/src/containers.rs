@@ -140,6 +140,7 @@ pub fn stop(args: StopArgs) -> Result<()> {
         let Some(pid) = running_pid(&dir, &record) else {
             return Ok(());
         };
+        // ANCHOR: lab07-4-stop Stop it: SIGTERM, wait until the supervisor has gone (its lock), then SIGKILL when the grace period is over (stop) [07-full-runtime.md#stop-kill-rm]
         signal(pid, Signal::SIGTERM)?;
         if wait_for_end(&dir, grace) {
             return Ok(());
@@ -149,6 +150,7 @@ pub fn stop(args: StopArgs) -> Result<()> {
             return Ok(());
         }
         bail!("container {name} did not end after SIGKILL")
+        // ANCHOR_END: lab07-4-stop
     })
 }
 // ANCHOR_END: stop

@@ -56,6 +56,7 @@ fn null() -> Result<File> {
 pub fn become_supervisor() -> Result<Detached> {
     let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC).context("create a pipe")?;
     let (ready_read, ready_write) = pipe2(OFlag::O_CLOEXEC).context("create a pipe")?;
+    // ANCHOR: lab07-1-fork Become the supervisor: fork(2); the child leaves the session (setsid), puts /dev/null on 0 and 1 and the pipe on 2; the parent copies that pipe, then prints the id it reads, or exits with the child's status (become_supervisor) [07-full-runtime.md#a-supervisor-per-container]
     // SAFETY: the process is single-threaded here (no pull has started any
     // thread yet), so the child's copy of it is whole.
     match unsafe { fork() }.context("fork the supervisor")? {
@@ -85,5 +86,6 @@ pub fn become_supervisor() -> Result<Detached> {
             std::process::exit(i32::from(code))
         }
     }
+    // ANCHOR_END: lab07-1-fork
 }
 // ANCHOR_END: fork

@@ -69,6 +69,7 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
                 .map(|file| (file, flag, name))
         })
         .collect::<Result<_>>()?;
+    // ANCHOR: lab07-5-setns Join the container: its cgroups (join_cgroup), then setns(2) with each namespace file, mount last (exec) [07-full-runtime.md#exec-joining-a-container]
     join_cgroup(pid)?;
     for (file, flag, name) in &namespaces {
         // The container's network mode may be `host`: then its network
@@ -76,6 +77,7 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
         setns(file.as_fd(), *flag)
             .with_context(|| format!("join the container's {name} namespace"))?;
     }
+    // ANCHOR_END: lab07-5-setns
     let stdio = if args.tty {
         stdio::Stdio::new(true, args.interactive, true)?
     } else {

@@ -32,6 +32,7 @@ use crate::signals;
 /// In the container's PID 1, last: start the command as our child, then
 /// pass signals on and reap, until the command ends.
 pub fn run(command: &Command) -> Result<Infallible> {
+    // ANCHOR: lab07-6-init Be an init: fork the command; in PID 1 close every fd above 2, pass signals on to the command (forward_all_to), reap until it ends, and exit with its status (run) [07-full-runtime.md#an-init-for-pid-1]
     // SAFETY: the container's PID 1 is single-threaded.
     match unsafe { fork() }.context("fork the command")? {
         // The command's exec errors reach the supervisor on the exec-status
@@ -47,6 +48,7 @@ pub fn run(command: &Command) -> Result<Infallible> {
             std::process::exit(i32::from(code))
         }
     }
+    // ANCHOR_END: lab07-6-init instead: command.exec()
 }
 
 /// Waits for every child; returns the status to exit with once `command`

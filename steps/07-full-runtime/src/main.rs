@@ -390,10 +390,12 @@ fn start(child: Pid, id: &str, started: Started) -> Result<Option<stdio::Outside
 /// The command runs: say so in the record, which from now on outlives this
 /// process (unless --rm).
 fn record_start(record: &mut Record, dir: &mut ContainerDir, child: Pid) -> Result<()> {
+    // ANCHOR: lab07-2-record Record that the command runs: status running, when, and PID 1 with its start time from /proc/PID/stat, so that a reused pid is never taken for it (record_start) [07-full-runtime.md#the-record]
     record.status = Status::Running;
     record.started = Some(clock::now());
     record.pid = Some(child.as_raw());
     record.pid_started = Some(record::start_time(child.as_raw())?);
+    // ANCHOR_END: lab07-2-record instead:
     record.save(dir.path())?;
     dir.keep_unless(record.auto_remove);
     Ok(())

@@ -99,6 +99,7 @@ pub fn mount_all(volumes: &[Volume], merged: &Path) -> Result<()> {
 /// `place` as the container will see it, on the host's side of `root`:
 /// symlinks followed inside `root`, the directories that are missing made.
 fn resolve_inside(root: &Path, place: &Path) -> Result<PathBuf> {
+    // ANCHOR: lab07-7-resolve Walk the place one name at a time from the container's root: a symlink resolved inside it (absolute from the root, .. never above it), what is missing made (resolve_inside) [07-full-runtime.md#volumes]
     let mut todo: Vec<OsString> = components(place);
     todo.reverse();
     let mut now = root.to_path_buf();
@@ -141,6 +142,7 @@ fn resolve_inside(root: &Path, place: &Path) -> Result<PathBuf> {
         }
     }
     Ok(now)
+    // ANCHOR_END: lab07-7-resolve instead: Ok(root.join(place.strip_prefix("/").unwrap_or(place)))
 }
 
 /// The names in a path, `.` and `/` dropped, `..` kept.
