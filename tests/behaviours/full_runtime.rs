@@ -81,6 +81,20 @@ pub const BEHAVIOURS: &[Behaviour] = &[
         check: names_name_containers,
     },
     Behaviour {
+        name: "fifty_detached_containers",
+        hint: "50 run -d back to back: all running, with distinct ids, names and addresses; rm -f removes them all and what they held (book: Step 07 › A supervisor per container)",
+        since: 7,
+        kind: Feature,
+        check: fifty_detached_containers,
+    },
+    Behaviour {
+        name: "a_killed_supervisor_leaves_a_dead_record",
+        hint: "kill -9 of a supervisor: its container dies with it (parent-death signal), ps -a shows it Dead, rm reclaims its cgroup, address, rules and folder (book: Step 07 › The record)",
+        since: 7,
+        kind: Feature,
+        check: a_killed_supervisor_leaves_a_dead_record,
+    },
+    Behaviour {
         name: "inspect_tells_the_state",
         hint: "inspect prints a JSON array in Docker's shape: Id, Name, State.Status, State.ExitCode, Config.Hostname… (book: Step 07 › The record)",
         since: 7,
@@ -346,7 +360,14 @@ fn logs_follow_until_the_end(ctx: &Ctx) -> Result<()> {
 fn exec_joins_the_container(ctx: &Ctx) -> Result<()> {
     let id = detach(
         ctx,
-        &["--hostname", "box", "-e", "GREETING=hello"],
+        &[
+            "--hostname",
+            "box",
+            "-e",
+            "GREETING=hello",
+            "--memory",
+            "64m",
+        ],
         "echo made > /tmp/mark; ip -4 -o addr show eth0 | tr -s ' ' | cut -d' ' -f4; exec sleep 1000",
     )?;
     let address = wait_until("the container's address in its log", SOON, || {
@@ -357,13 +378,15 @@ fn exec_joins_the_container(ctx: &Ctx) -> Result<()> {
     let probe = "hostname; echo $GREETING; cat /tmp/mark; \
                  ps -o pid,comm | grep -c ' 1 sleep'; \
                  ip -4 -o addr show eth0 | tr -s ' ' | cut -d' ' -f4; \
-                 grep -v name= /proc/self/cgroup | cut -d: -f3 | sort -u; exit 7";
+                 grep -v name= /proc/self/cgroup | cut -d: -f3 | sort -u; \
+                 cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                 exit 7";
     let outcome = ferry(ctx, "exec", &[&id, "/bin/sh", "-c", probe])?;
     // In the container's cgroup, whose namespace makes it "/".
     expect(
         &outcome,
         7,
-        &format!("box\nhello\nmade\n1\n{address}\n/\n"),
+        &format!("box\nhello\nmade\n1\n{address}\n/\n67108864\n"),
         "",
     )?;
     expect_error(
@@ -451,6 +474,112 @@ fn names_name_containers(ctx: &Ctx) -> Result<()> {
         "expected a made-up name like brave_hopper:\n{ps}"
     );
     Ok(())
+}
+
+fn fifty_detached_containers(ctx: &Ctx) -> Result<()> {
+    let ids: Vec<String> = (0..50)
+        .map(|_| {
+            detach(
+                ctx,
+                &[],
+                "ip -4 -o addr show eth0 | tr -s ' ' | cut -d' ' -f4; exec sleep 1000",
+            )
+        })
+        .collect::<Result<_>>()?;
+    let ps = ferry(ctx, "ps", &[])?;
+    let rows: Vec<&str> = ps.stdout.lines().skip(1).collect();
+    let mut names: Vec<&str> = rows
+        .iter()
+        .filter_map(|row| row.rsplit(' ').next())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut distinct = ids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    ensure!(
+        rows.len() == 50 && names.len() == 50 && distinct.len() == 50,
+        "expected 50 running containers with distinct ids and names:\n{ps}"
+    );
+    let mut addresses = Vec::new();
+    for id in &ids {
+        addresses.push(wait_until(
+            "the container's address in its log",
+            SOON,
+            || {
+                let line = ferry(ctx, "logs", &[id]).ok()?.stdout;
+                line.contains('/').then_some(line)
+            },
+        )?);
+    }
+    addresses.sort();
+    addresses.dedup();
+    ensure!(addresses.len() == 50, "two containers share an address");
+    let mut all = vec!["-f"];
+    all.extend(ids.iter().map(String::as_str));
+    let removed = ferry(ctx, "rm", &all)?;
+    ensure!(
+        removed.status == 0 && removed.stdout.lines().count() == 50,
+        "rm -f of the 50:\n{removed}"
+    );
+    ensure!(ctx.cgroup.leaves().is_empty(), "cgroups left");
+    ensure!(ctx.net()?.leases()?.is_empty(), "address leases left");
+    ctx.nothing_under_root()
+}
+
+fn a_killed_supervisor_leaves_a_dead_record(ctx: &Ctx) -> Result<()> {
+    let id = detach(
+        ctx,
+        &["--name", "orphan", "-p", "8080:80"],
+        "echo ready; exec sleep 1000",
+    )?;
+    wait_for_logs(ctx, &id, "ready\n")?;
+    let state = inspect_state(ctx, &id)?;
+    let pid1 = state["Pid"].as_i64().context("a running container's Pid")? as i32;
+    // The supervisor is PID 1's parent: ours to kill, by its pid.
+    let stat = fs::read_to_string(format!("/proc/{pid1}/stat"))?;
+    let supervisor: i32 = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+        .context("PID 1's parent in /proc/PID/stat")?;
+    // Only a process of the runtime's binary: comm is its name, cut to 15.
+    let binary: String = ctx
+        .step
+        .binary
+        .file_name()
+        .map(|name| name.to_string_lossy().chars().take(15).collect())
+        .unwrap_or_default();
+    ensure!(
+        ferry_tests::host::command_name(supervisor).as_deref() == Some(binary.as_str()),
+        "PID 1's parent, pid {supervisor}, is not the runtime's supervisor"
+    );
+    ferry_tests::host::signal(supervisor, nix::sys::signal::Signal::SIGKILL)?;
+    wait_until("the container's end with its supervisor", SOON, || {
+        ferry_tests::host::has_ended(pid1).then_some(())
+    })?;
+    let ps = ferry(ctx, "ps", &["-a"])?;
+    ensure!(
+        ps.stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|row| row.contains(" Dead ") || row.contains(" Exited (")),
+        "ps -a shows the container as dead or exited:\n{ps}"
+    );
+    expect(&ferry(ctx, "rm", &["orphan"])?, 0, "orphan\n", "")?;
+    ensure!(
+        ctx.cgroup.leaves().is_empty(),
+        "cgroups left: {:?}",
+        ctx.cgroup.leaves()
+    );
+    // Its address and its published port go with the next run.
+    expect(&ctx.run(&["--rm"], &["true"]).output()?, 0, "", "")?;
+    ensure!(ctx.net()?.leases()?.is_empty(), "address leases left");
+    let rules = ctx.net()?.ferry_rules()?;
+    ensure!(
+        !rules.contains("8080"),
+        "the published port's rules stay:\n{rules}"
+    );
+    ctx.nothing_under_root()
 }
 
 fn inspect_tells_the_state(ctx: &Ctx) -> Result<()> {
@@ -581,6 +710,13 @@ fn volumes_bind_host_directories(ctx: &Ctx) -> Result<()> {
     );
     let relative = ctx.run(&["--rm", "-v", "data:/data"], &["true"]).output()?;
     expect_error(&relative, 125, "named volumes")?;
+    let missing = format!("{}/no-such-dir:/data", host.path().display());
+    let outcome = ctx.run(&["--rm", "-v", &missing], &["true"]).output()?;
+    expect_error(&outcome, 125, "does not exist")?;
+    ensure!(
+        !host.join("no-such-dir").exists(),
+        "the missing host directory was made"
+    );
     ctx.nothing_under_root()
 }
 

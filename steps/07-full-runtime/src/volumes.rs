@@ -45,6 +45,12 @@ pub fn parse(text: &str) -> Result<Volume, String> {
             "{host:?} is not an absolute path: ferry has no named volumes, give a host directory"
         ));
     }
+    // Checked here, before anything is made: a typo is not a reason to
+    // make a directory on the host as root (Docker's `-v` would; its
+    // `--mount` refuses, as ferry does).
+    if !Path::new(host).is_dir() {
+        return Err(format!("the host directory {host} does not exist"));
+    }
     if !container.starts_with('/') || Path::new(container) == Path::new("/") {
         return Err(format!(
             "{container:?}: the place in the container must be an absolute path, not /"
