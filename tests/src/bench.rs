@@ -345,7 +345,166 @@ pub fn run(options: &Options) -> Result<String> {
         Some(step) => pulls(step, options, &fixtures)?,
         None => Vec::new(),
     };
-    Ok(report(options, &main_rows, &sized_rows, &pull_rows))
+    let mut out = report(options, &main_rows, &sized_rows, &pull_rows);
+    if let Some(step) = all.iter().find(|step| step.number == FERRY_SINCE) {
+        let runc = main_rows
+            .iter()
+            .find(|row| row.name == "runc run")
+            .map_or(Duration::ZERO, |row| row.median);
+        out.push_str(&full_runtime(step, options, &fixtures, runc)?);
+    }
+    Ok(out)
+}
+
+/// The step whose binary is `ferry`, with containers that outlive `run`.
+const FERRY_SINCE: u8 = 7;
+
+/// Step 07: a start from a cached image, a detached start and removal, the
+/// supervisor's resident memory, and 50 containers back to back.
+fn full_runtime(
+    step: &Step,
+    options: &Options,
+    fixtures: &Fixtures,
+    runc: Duration,
+) -> Result<String> {
+    let lab = RegistryLab::start(&fixtures.net, Auth::Anonymous)?;
+    lab.push(BENCH_IMAGE, &bench_image(&options.rootfs)?, Format::Oci)?;
+    let image = format!("{}/{BENCH_IMAGE}", lab.registry().reach);
+    let binary = options
+        .bin_dir
+        .join(step.binary.file_name().expect("a binary's name"));
+    let state = fixtures.scratch.join("ferry-state");
+    // `ferry VERB` on the bench's own --root, as a shell word list.
+    let ferry = |verb: &str| {
+        let mut words = format!("{} {verb} --root {}", binary.display(), state.display());
+        if verb == "run" {
+            words.push_str(&format!(" --cgroup-parent {}", fixtures.cgroups.name));
+        }
+        words
+    };
+    let shell = |name: &str, script: String| {
+        in_network_lab(
+            fixtures,
+            name.to_owned(),
+            PathBuf::from("sh"),
+            vec!["-c".to_owned(), script],
+        )
+    };
+    let in_lab = |script: String| -> Result<String> {
+        let prefix = fixtures.net.command_prefix();
+        let output = Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .args(["sh", "-c", &script])
+            .output()
+            .context("run a step 07 command in the lab")?;
+        ensure!(
+            output.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    in_lab(format!("{} {image} > /dev/null", ferry("pull")))?;
+    let cases = [
+        shell(
+            "ferry run --rm IMAGE /bin/true",
+            format!("exec {} --rm {image} /bin/true", ferry("run")),
+        ),
+        shell(
+            "ferry run -d IMAGE sleep + ferry rm -f",
+            format!(
+                "id=$({} -d {image} sleep 1000) && exec {} -f $id > /dev/null",
+                ferry("run"),
+                ferry("rm")
+            ),
+        ),
+    ];
+    let rows = measure(&cases, options, fixtures.scratch.path())?;
+    // The supervisor's memory while its container runs: PID 1's parent.
+    let id = in_lab(format!("{} -d {image} sleep 1000", ferry("run")))?;
+    let id = id.trim();
+    // Resident in all, and of that its own (anonymous) pages: the rest are
+    // the binary's and libc's pages, in the page cache, shared by every
+    // supervisor.
+    let supervisor_rss = (|| -> Result<(u64, u64)> {
+        let record = fs::read_to_string(state.join(&id[..12]).join("state.json"))?;
+        let record: serde_json::Value = serde_json::from_str(&record)?;
+        let pid = record["supervisor"]
+            .as_i64()
+            .context("the supervisor's pid")?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .with_context(|| format!("{name} of the supervisor"))
+        };
+        Ok((field("VmRSS:")?, field("RssAnon:")?))
+    })();
+    in_lab(format!("{} -f {id} > /dev/null", ferry("rm")))?;
+    let (supervisor_rss, supervisor_own) = supervisor_rss?;
+    // Fifty, started back to back, then removed together.
+    let fifty = [shell(
+        "50 × ferry run -d, then one ferry rm -f",
+        format!(
+            "ids=$(for i in $(seq 50); do {} -d {image} sleep 1000 || exit 1; done) && exec {} -f $ids > /dev/null",
+            ferry("run"),
+            ferry("rm")
+        ),
+    )];
+    let few = Options {
+        runs: options.runs.clamp(1, 3),
+        warmup: 0,
+        bin_dir: options.bin_dir.clone(),
+        rootfs: options.rootfs.clone(),
+    };
+    let fifty_rows = measure(&fifty, &few, fixtures.scratch.path())?;
+
+    let ratio = |a: Duration, b: Duration| {
+        if b.is_zero() {
+            "–".to_owned()
+        } else {
+            format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nStep 07, `ferry`, with the pulled bench image cached, median of {} runs (runc's from the first table):\n",
+        options.runs
+    );
+    let _ = writeln!(out, "| what | median | p90 | × runc | peak memory |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    for row in rows.iter().chain(&fifty_rows) {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} MiB |",
+            row.name,
+            ms(row.median),
+            ms(row.p90),
+            ratio(row.median, runc),
+            row.peak_memory >> 20
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n`ferry run --rm IMAGE /bin/true` takes {} runc's time (the goal: at most 0.50×). \
+         A supervisor holds {} KiB resident while its container runs (the goal: at most 2048 KiB), \
+         of which {} KiB are its own; the rest are pages of the ferry binary and libc, shared by every supervisor. \
+         conmon, Podman's, {}.",
+        ratio(rows[0].median, runc),
+        supervisor_rss,
+        supervisor_own,
+        if std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| dir.join("conmon").is_file())
+        }) {
+            "is installed but not measured here"
+        } else {
+            "is not installed on this machine"
+        }
+    );
+    Ok(out)
 }
 
 /// The step that pulls images.
