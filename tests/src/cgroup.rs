@@ -228,10 +228,21 @@ impl Drop for Parent {
 /// started, through the runtime) and removes it.
 fn remove_leaf(leaf: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
+    // From step 07 a container's supervisor outlives the test's runtime
+    // process: once the container dies here, the supervisor may remove the
+    // cgroup itself, between any two of these calls. Gone is done.
+    let gone = |error: &std::io::Error| error.kind() == std::io::ErrorKind::NotFound;
     loop {
-        let procs = fs::read_to_string(leaf.join("cgroup.procs"))?;
+        let procs = match fs::read_to_string(leaf.join("cgroup.procs")) {
+            Ok(procs) => procs,
+            Err(error) if gone(&error) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
         if procs.trim().is_empty() {
-            return Ok(fs::remove_dir(leaf)?);
+            return match fs::remove_dir(leaf) {
+                Err(error) if !gone(&error) => Err(error.into()),
+                _ => Ok(()),
+            };
         }
         if Instant::now() > deadline {
             bail!("still holds processes {}", procs.trim());

@@ -32,10 +32,14 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 /// environment is no better: most programs need PATH and HOME (added at
 /// exec, from the user's entry in /etc/passwd), and an interactive shell
 /// needs TERM.
-fn environment(image: &[String], options: &[String]) -> Result<Vec<String>> {
+///
+/// From step 07 the container's terminal is its own, not the caller's: with
+/// `-t` it is told `TERM=xterm`, as Docker does, and without a terminal it
+/// is told nothing of one.
+fn environment(image: &[String], options: &[String], tty: bool) -> Result<Vec<String>> {
     let mut env: Vec<String> = vec![format!("PATH={PATH}")];
-    if let Ok(term) = std::env::var("TERM") {
-        env.push(format!("TERM={term}"));
+    if tty {
+        env.push("TERM=xterm".to_owned());
     }
     for var in image
         .iter()
@@ -66,6 +70,8 @@ fn environment(image: &[String], options: &[String]) -> Result<Vec<String>> {
 #[derive(Debug, Default)]
 pub struct Overrides {
     pub env: Vec<String>,
+    /// `-t`: the command has a terminal.
+    pub tty: bool,
     pub entrypoint: Option<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
@@ -140,7 +146,11 @@ impl Command {
         }
         Ok(Self {
             argv,
-            env: environment(image.env.as_deref().unwrap_or_default(), &options.env)?,
+            env: environment(
+                image.env.as_deref().unwrap_or_default(),
+                &options.env,
+                options.tty,
+            )?,
             workdir,
             user: options.user.or(image.user).filter(|user| !user.is_empty()),
         })

@@ -52,7 +52,12 @@ pub fn ps(args: PsArgs) -> Result<()> {
             shown_command(&record.command),
             format!("{} ago", clock::human(clock::since(record.created))),
             shown_status(&record, status),
-            record.ports.join(", "),
+            // Published while it runs: Docker shows none for one that ended.
+            if status == Status::Running {
+                record.ports.join(", ")
+            } else {
+                String::new()
+            },
             record.name.clone(),
         ]);
     }

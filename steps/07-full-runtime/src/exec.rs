@@ -57,7 +57,14 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
             .into());
         }
     };
-    let command = exec_command(&record, args.command, args.env, args.workdir, args.user)?;
+    let command = exec_command(
+        &record,
+        args.command,
+        args.env,
+        args.workdir,
+        args.user,
+        args.tty,
+    )?;
     // Every namespace is opened before any is entered: they are found in
     // the host's /proc, which the container's mount namespace hides.
     let namespaces: Vec<(File, CloneFlags, &str)> = NAMESPACES
@@ -137,6 +144,7 @@ fn exec_command(
     env: Vec<String>,
     workdir: Option<String>,
     user: Option<String>,
+    tty: bool,
 ) -> Result<Command> {
     let container = RunConfig {
         env: Some(record.env.clone()),
@@ -146,6 +154,7 @@ fn exec_command(
     };
     let overrides = command::Overrides {
         env,
+        tty,
         entrypoint: None,
         workdir,
         user,

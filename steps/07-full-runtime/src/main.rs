@@ -132,6 +132,7 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
     let hostname = args.hostname.unwrap_or_else(|| id.clone());
     let overrides = command::Overrides {
         env: args.env,
+        tty: args.tty,
         entrypoint: args.entrypoint,
         workdir: args.workdir,
         user: args.user,
