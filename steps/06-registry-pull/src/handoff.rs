@@ -77,6 +77,9 @@ impl Handoff {
     }
 }
 
+/// What the child says when the parent closed the release pipe unused.
+pub const GAVE_UP: &str = "the runtime gave up before the container's network was ready";
+
 // ANCHOR: release
 /// The other way round: the parent tells the child that what it prepares
 /// for the container from outside is ready (from step 05, the network: the
@@ -107,10 +110,7 @@ impl Release {
         close(self.write.as_raw_fd()).context("close the release pipe's write end")?;
         let mut word = [0u8; 2];
         let read = nix::unistd::read(&self.read, &mut word).context("read the release pipe")?;
-        anyhow::ensure!(
-            read == word.len(),
-            "the runtime gave up before the container's network was ready"
-        );
+        anyhow::ensure!(read == word.len(), "{GAVE_UP}");
         Ok(())
     }
 }

@@ -65,7 +65,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, ensure};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, sethostname};
 
 use cgroups::Cgroup;
@@ -366,15 +366,16 @@ fn start(child: Pid, id: &str, started: Started) -> Result<Option<stdio::Outside
     match network.connect(child, id) {
         Ok(()) => {}
         // A child that failed before we could connect it took its namespace
-        // with it: its own error is the one that says why.
+        // with it (ESRCH): its own error is the one that says why. It may
+        // still be on its way out, so ask it: closing the release pipe ends
+        // its wait if it got that far, and then it says only that we gave
+        // up, and ours is the error to tell.
         Err(error) => {
-            if !matches!(
-                waitpid(child, Some(WaitPidFlag::WNOHANG)),
-                Ok(WaitStatus::StillAlive)
-            ) {
-                handoff.wait_for_exec()?;
-            }
-            return Err(error);
+            drop(release);
+            return Err(match handoff.wait_for_exec() {
+                Err(failed) if !format!("{failed:#}").contains(handoff::GAVE_UP) => failed,
+                _ => error,
+            });
         }
     }
     release.release()?;
