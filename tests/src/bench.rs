@@ -444,6 +444,25 @@ fn full_runtime(
     })();
     in_lab(format!("{} -f {id} > /dev/null", ferry("rm")))?;
     let (supervisor_rss, supervisor_own) = supervisor_rss?;
+    // The floor for any process linked with glibc: coreutils' sleep, idle.
+    let floor_rss = {
+        let mut sleep = Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .context("start sleep")?;
+        let rss = crate::run::wait_until("sleep's memory", Duration::from_secs(5), || {
+            let status = fs::read_to_string(format!("/proc/{}/status", sleep.id())).ok()?;
+            let exec = fs::read_link(format!("/proc/{}/exe", sleep.id())).ok()?;
+            (exec.file_name()? == "sleep").then_some(())?;
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        });
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+        rss?
+    };
     // Fifty, started back to back, then removed together.
     let fifty = [shell(
         "50 × ferry run -d, then one ferry rm -f",
@@ -492,10 +511,12 @@ fn full_runtime(
         "\n`ferry run --rm IMAGE /bin/true` takes {} runc's time (the goal: at most 0.50×). \
          A supervisor holds {} KiB resident while its container runs (the goal: at most 2048 KiB), \
          of which {} KiB are its own; the rest are pages of the ferry binary and libc, shared by every supervisor. \
+         An idle `sleep` holds {} KiB: the floor for any process linked with glibc. \
          conmon, Podman's, {}.",
         ratio(rows[0].median, runc),
         supervisor_rss,
         supervisor_own,
+        floor_rss,
         if std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join("conmon").is_file())
         }) {
