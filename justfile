@@ -129,7 +129,9 @@ vm-image: vm-setup rootfs
     # The suite looks for the steps where cargo built them on this machine:
     # give the binaries, the step folders and the rootfs the same paths.
     ws="{{justfile_directory()}}"
-    for step in steps/*/; do mkdir -p "$tree$ws/$step"; done
+    # Each step's Cargo.toml too: it names the step's binary (step 07's is
+    # `ferry`).
+    for step in steps/*/; do mkdir -p "$tree$ws/$step" && cp "${step}Cargo.toml" "$tree$ws/$step"; done
     mkdir -p "$tree$ws/target/debug" "$tree$ws/target/ferry"
     cp target/{{host}}/debug/step03-mount-overlay target/{{host}}/debug/step04-cgroups "$tree$ws/target/debug/"
     cp -a {{rootfs}} "$tree$ws/target/ferry/rootfs"
