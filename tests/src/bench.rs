@@ -406,9 +406,23 @@ fn full_runtime(
     };
     in_lab(format!("{} {image} > /dev/null", ferry("pull")))?;
     let cases = [
-        shell(
-            "ferry run --rm IMAGE /bin/true",
-            format!("exec {} --rm {image} /bin/true", ferry("run")),
+        // Straight through nsenter, as step 06's starts are: no shell.
+        in_network_lab(
+            fixtures,
+            "ferry run --rm IMAGE /bin/true".to_owned(),
+            binary.clone(),
+            [
+                "run",
+                "--root",
+                &state.display().to_string(),
+                "--cgroup-parent",
+                &fixtures.cgroups.name,
+                "--rm",
+                &image,
+                "/bin/true",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
         ),
         shell(
             "ferry run -d IMAGE sleep + ferry rm -f",
@@ -452,8 +466,9 @@ fn full_runtime(
             .context("start sleep")?;
         let rss = crate::run::wait_until("sleep's memory", Duration::from_secs(5), || {
             let status = fs::read_to_string(format!("/proc/{}/status", sleep.id())).ok()?;
-            let exec = fs::read_link(format!("/proc/{}/exe", sleep.id())).ok()?;
-            (exec.file_name()? == "sleep").then_some(())?;
+            // Asleep: exec'd, and in nanosleep.
+            let stat = fs::read_to_string(format!("/proc/{}/stat", sleep.id())).ok()?;
+            stat.contains("(sleep) S ").then_some(())?;
             status
                 .lines()
                 .find_map(|line| line.strip_prefix("VmRSS:"))
