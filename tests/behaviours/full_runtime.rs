@@ -124,7 +124,7 @@ pub const BEHAVIOURS: &[Behaviour] = &[
     },
     Behaviour {
         name: "interactive_terminal",
-        hint: "-it: a terminal of the container's own (job control, Ctrl-C to the foreground command inside, the caller's size), the caller's terminal restored after, the shell's status relayed (book: Step 07 › -it)",
+        hint: "-it: a terminal of the container's own (job control, Ctrl-C to the foreground command inside, the caller's size, and its changes on SIGWINCH), the caller's terminal restored after, the shell's status relayed (book: Step 07 › -it)",
         since: 7,
         kind: Feature,
         check: interactive_terminal,
@@ -735,6 +735,13 @@ fn interactive_terminal(ctx: &Ctx) -> Result<()> {
     terminal.send("stty size\r")?;
     terminal.expect("37 101", SOON)?;
     terminal.expect("# ", SOON)?;
+    // A resized window reaches the container's terminal (SIGWINCH).
+    terminal.resize(24, 80)?;
+    wait_until("the new size inside", SOON, || {
+        terminal.send("stty size\r").ok()?;
+        let shown = terminal.expect("# ", SOON).ok()?;
+        shown.contains("24 80").then_some(())
+    })?;
     // Job control: a background job, listed by `jobs`.
     terminal.send("sleep 1000 &\r")?;
     terminal.expect("# ", SOON)?;

@@ -6,7 +6,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,6 +75,21 @@ impl Terminal {
     /// The terminal's settings now (the master reads the pair's).
     pub fn settings(&self) -> Result<Termios> {
         tcgetattr(self.master.as_fd()).context("tcgetattr")
+    }
+
+    /// Changes the terminal's size, as a window that is resized does: the
+    /// kernel then sends SIGWINCH to the terminal's foreground group.
+    pub fn resize(&self, rows: u16, columns: u16) -> Result<()> {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize, which `size` is.
+        let done = unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+        nix::errno::Errno::result(done).context("resize the terminal")?;
+        Ok(())
     }
 
     /// Types `keys`.
