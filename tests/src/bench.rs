@@ -31,6 +31,19 @@ pub struct Options {
     pub rootfs: PathBuf,
 }
 
+impl Options {
+    /// The same, with at most `runs` runs and `warmup` rounds: for the
+    /// cases that take a second or more each.
+    fn fewer(&self, runs: usize, warmup: usize) -> Self {
+        Self {
+            runs: self.runs.clamp(1, runs),
+            warmup: self.warmup.min(warmup),
+            bin_dir: self.bin_dir.clone(),
+            rootfs: self.rootfs.clone(),
+        }
+    }
+}
+
 /// One thing to time: a name and the command line that does it.
 struct Case {
     name: String,
@@ -341,17 +354,31 @@ pub fn run(options: &Options) -> Result<String> {
         }
     }
     let sized_rows = measure(&sized, options, fixtures.scratch.path())?;
-    let pull_rows = match all.iter().find(|step| step.number == PULL_SINCE) {
-        Some(step) => pulls(step, options, &fixtures)?,
-        None => Vec::new(),
+    // One registry in the lab, with the bench image, for steps 06 and 07.
+    let lab = if all.iter().any(|step| step.number >= PULL_SINCE) {
+        let lab = RegistryLab::start(&fixtures.net, Auth::Anonymous)?;
+        lab.push(BENCH_IMAGE, &bench_image(&options.rootfs)?, Format::Oci)?;
+        Some(lab)
+    } else {
+        None
+    };
+    // Straight to the registry: the tests' counting proxy, in front of it,
+    // is no part of what is measured.
+    let image = lab
+        .as_ref()
+        .map(|lab| format!("{}/{BENCH_IMAGE}", lab.registry().reach));
+    let pull_rows = match (all.iter().find(|step| step.number == PULL_SINCE), &image) {
+        (Some(step), Some(image)) => pulls(step, options, &fixtures, image)?,
+        _ => Vec::new(),
     };
     let mut out = report(options, &main_rows, &sized_rows, &pull_rows);
-    if let Some(step) = all.iter().find(|step| step.number == FERRY_SINCE) {
+    if let (Some(step), Some(image)) = (all.iter().find(|step| step.number == FERRY_SINCE), &image)
+    {
         let runc = main_rows
             .iter()
             .find(|row| row.name == "runc run")
             .map_or(Duration::ZERO, |row| row.median);
-        out.push_str(&full_runtime(step, options, &fixtures, runc)?);
+        out.push_str(&full_runtime(step, options, &fixtures, image, runc)?);
     }
     Ok(out)
 }
@@ -365,11 +392,9 @@ fn full_runtime(
     step: &Step,
     options: &Options,
     fixtures: &Fixtures,
+    image: &str,
     runc: Duration,
 ) -> Result<String> {
-    let lab = RegistryLab::start(&fixtures.net, Auth::Anonymous)?;
-    lab.push(BENCH_IMAGE, &bench_image(&options.rootfs)?, Format::Oci)?;
-    let image = format!("{}/{BENCH_IMAGE}", lab.registry().reach);
     let binary = options
         .bin_dir
         .join(step.binary.file_name().expect("a binary's name"));
@@ -381,14 +406,6 @@ fn full_runtime(
             words.push_str(&format!(" --cgroup-parent {}", fixtures.cgroups.name));
         }
         words
-    };
-    let shell = |name: &str, script: String| {
-        in_network_lab(
-            fixtures,
-            name.to_owned(),
-            PathBuf::from("sh"),
-            vec!["-c".to_owned(), script],
-        )
     };
     let in_lab = |script: String| -> Result<String> {
         let prefix = fixtures.net.command_prefix();
@@ -418,13 +435,14 @@ fn full_runtime(
                 "--cgroup-parent",
                 &fixtures.cgroups.name,
                 "--rm",
-                &image,
+                image,
                 "/bin/true",
             ]
             .map(str::to_owned)
             .to_vec(),
         ),
-        shell(
+        shell_case(
+            fixtures,
             "ferry run -d IMAGE sleep + ferry rm -f",
             format!(
                 "id=$({} -d {image} sleep 1000) && exec {} -f $id > /dev/null",
@@ -447,14 +465,9 @@ fn full_runtime(
             .as_i64()
             .context("the supervisor's pid")?;
         let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))
-                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .with_context(|| format!("{name} of the supervisor"))
-        };
-        Ok((field("VmRSS:")?, field("RssAnon:")?))
+        let field =
+            |name| status_kib(&status, name).with_context(|| format!("{name} of the supervisor"));
+        Ok((field("VmRSS")?, field("RssAnon")?))
     })();
     in_lab(format!("{} -f {id} > /dev/null", ferry("rm")))?;
     let (supervisor_rss, supervisor_own) = supervisor_rss?;
@@ -469,17 +482,15 @@ fn full_runtime(
             // Asleep: exec'd, and in nanosleep.
             let stat = fs::read_to_string(format!("/proc/{}/stat", sleep.id())).ok()?;
             stat.contains("(sleep) S ").then_some(())?;
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            status_kib(&status, "VmRSS")
         });
         let _ = sleep.kill();
         let _ = sleep.wait();
         rss?
     };
     // Fifty, started back to back, then removed together.
-    let fifty = [shell(
+    let fifty = [shell_case(
+        fixtures,
         "50 × ferry run -d, then one ferry rm -f",
         format!(
             "ids=$(for i in $(seq 50); do {} -d {image} sleep 1000 || exit 1; done) && exec {} -f $ids > /dev/null",
@@ -487,21 +498,7 @@ fn full_runtime(
             ferry("rm")
         ),
     )];
-    let few = Options {
-        runs: options.runs.clamp(1, 3),
-        warmup: 0,
-        bin_dir: options.bin_dir.clone(),
-        rootfs: options.rootfs.clone(),
-    };
-    let fifty_rows = measure(&fifty, &few, fixtures.scratch.path())?;
-
-    let ratio = |a: Duration, b: Duration| {
-        if b.is_zero() {
-            "–".to_owned()
-        } else {
-            format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
-        }
-    };
+    let fifty_rows = measure(&fifty, &options.fewer(3, 0), fixtures.scratch.path())?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -549,31 +546,19 @@ const PULL_SINCE: u8 = 6;
 /// Pulling the bench image from a registry in the lab, from an empty store,
 /// against skopeo and umoci doing the same job; and starting from the
 /// pulled image against starting from a directory.
-fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>> {
-    let lab = RegistryLab::start(&fixtures.net, Auth::Anonymous)?;
-    lab.push(BENCH_IMAGE, &bench_image(&options.rootfs)?, Format::Oci)?;
-    // Straight to the registry: the tests' counting proxy, in front of
-    // it, is no part of what is measured.
-    let image = format!("{}/{BENCH_IMAGE}", lab.registry().reach);
+fn pulls(step: &Step, options: &Options, fixtures: &Fixtures, image: &str) -> Result<Vec<Row>> {
     let binary = options
         .bin_dir
         .join(step.binary.file_name().expect("a binary's name"));
     let work = fixtures.scratch.join("pulls");
     fs::create_dir_all(&work)?;
-    let shell = |name: &str, script: String| {
-        in_network_lab(
-            fixtures,
-            name.to_owned(),
-            PathBuf::from("sh"),
-            vec!["-c".to_owned(), script],
-        )
-    };
     // Both start from nothing: the last round's copy is removed first, in
     // the same way, inside the timed command.
     let ours = work.join("ferry");
     let theirs = work.join("reference");
     let cases = [
-        shell(
+        shell_case(
+            fixtures,
             &format!("step{} pull", step.folder),
             format!(
                 "rm -rf {ours} && exec {} pull --root {ours} {image} 2>/dev/null",
@@ -581,7 +566,8 @@ fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>
                 ours = ours.display()
             ),
         ),
-        shell(
+        shell_case(
+            fixtures,
             "skopeo copy + umoci unpack",
             // skopeo keeps a cache in /var/lib/containers as root: a tmpfs
             // over /var/lib, in a mount namespace of its own (as
@@ -597,13 +583,7 @@ fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>
             ),
         ),
     ];
-    let runs = Options {
-        runs: options.runs.clamp(1, 10),
-        warmup: options.warmup.min(1),
-        bin_dir: options.bin_dir.clone(),
-        rootfs: options.rootfs.clone(),
-    };
-    let mut rows = measure(&cases, &runs, fixtures.scratch.path())?;
+    let mut rows = measure(&cases, &options.fewer(10, 1), fixtures.scratch.path())?;
     // Starting a container: from the pulled image's layers, and from a
     // directory, with the same runtime and --root.
     let state = work.join("started");
@@ -612,7 +592,7 @@ fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>
         .arg(&binary)
         .args(["pull", "--root"])
         .arg(&state)
-        .arg(&image)
+        .arg(image)
         .output()
         .context("pull the bench image")?;
     ensure!(
@@ -633,7 +613,7 @@ fn pulls(step: &Step, options: &Options, fixtures: &Fixtures) -> Result<Vec<Row>
         in_network_lab(fixtures, name.to_owned(), binary.clone(), args)
     };
     let starts = [
-        start(&format!("step{} run IMAGE", step.folder), &image),
+        start(&format!("step{} run IMAGE", step.folder), image),
         start(
             &format!("step{} run DIRECTORY", step.folder),
             &options.rootfs.display().to_string(),
@@ -715,6 +695,38 @@ fn measure(cases: &[Case], options: &Options, scratch: &Path) -> Result<Vec<Row>
         .collect())
 }
 
+/// `a` as a multiple of `b`: "0.39×".
+fn ratio(a: Duration, b: Duration) -> String {
+    if b.is_zero() {
+        "–".to_owned()
+    } else {
+        format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
+    }
+}
+
+/// A field of /proc/PID/status in KiB ("VmRSS", "RssAnon").
+fn status_kib(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `sh -c SCRIPT` in the network lab.
+fn shell_case(fixtures: &Fixtures, name: &str, script: String) -> Case {
+    in_network_lab(
+        fixtures,
+        name.to_owned(),
+        PathBuf::from("sh"),
+        vec!["-c".to_owned(), script],
+    )
+}
+
 fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
@@ -729,13 +741,6 @@ fn report(options: &Options, rows: &[Row], sized: &[Row], pulls: &[Row]) -> Stri
         find("runc").unwrap_or_default(),
         find("floor").unwrap_or_default(),
     );
-    let ratio = |a: Duration, b: Duration| {
-        if b.is_zero() {
-            "–".to_owned()
-        } else {
-            format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64())
-        }
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
