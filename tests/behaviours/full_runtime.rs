@@ -256,13 +256,7 @@ fn stop_sends_sigterm_then_sigkill(ctx: &Ctx) -> Result<()> {
         "trap 'echo bye; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
     )?;
     wait_for_logs(ctx, &handles, "ready\n")?;
-    expect(
-        &ferry(ctx, "stop", &["-t", "600", &handles])?,
-        0,
-        &format!("{handles}\n"),
-        "",
-    )?;
-    let state = inspect_state(ctx, &handles)?;
+    let state = stop(ctx, &handles, "600")?;
     ensure!(
         state["Status"] == "exited" && state["ExitCode"] == 0,
         "a container that handles SIGTERM ends by itself; inspect says {state}"
@@ -271,24 +265,29 @@ fn stop_sends_sigterm_then_sigkill(ctx: &Ctx) -> Result<()> {
     // A shell as PID 1 with no handler ignores SIGTERM: SIGKILL after 1 s.
     let ignores = detach(ctx, &[], "echo ready; while :; do sleep 0.05; done")?;
     wait_for_logs(ctx, &ignores, "ready\n")?;
-    expect(
-        &ferry(ctx, "stop", &["-t", "1", &ignores])?,
-        0,
-        &format!("{ignores}\n"),
-        "",
-    )?;
-    let state = inspect_state(ctx, &ignores)?;
+    let state = stop(ctx, &ignores, "1")?;
     ensure!(
         state["Status"] == "exited" && state["ExitCode"] == 137,
         "a container that ignores SIGTERM is killed (137); inspect says {state}"
     );
     // Stopping a stopped container is no error, as with Docker.
+    let again = stop(ctx, &ignores, "1")?;
+    ensure!(
+        again["ExitCode"] == 137,
+        "a second stop changed the state: {again}"
+    );
+    Ok(())
+}
+
+/// `stop -t GRACE ID`, which prints the id, then the container's State.
+fn stop(ctx: &Ctx, id: &str, grace: &str) -> Result<serde_json::Value> {
     expect(
-        &ferry(ctx, "stop", &[&ignores])?,
+        &ferry(ctx, "stop", &["-t", grace, id])?,
         0,
-        &format!("{ignores}\n"),
+        &format!("{id}\n"),
         "",
-    )
+    )?;
+    inspect_state(ctx, id)
 }
 
 /// A host directory the container and the test both see, for handshakes.
@@ -635,13 +634,7 @@ fn init_reaps_orphans(ctx: &Ctx) -> Result<()> {
         (shown.matches("sleep").count() == 1 && !shown.contains("Z ")).then_some(())
     })?;
     // SIGTERM reaches the command through the init: sleep dies of it.
-    expect(
-        &ferry(ctx, "stop", &["-t", "600", &id])?,
-        0,
-        &format!("{id}\n"),
-        "",
-    )?;
-    let state = inspect_state(ctx, &id)?;
+    let state = stop(ctx, &id, "600")?;
     ensure!(
         state["ExitCode"] == 143,
         "the command killed by the SIGTERM the init passed on (143); inspect says {state}"
