@@ -93,25 +93,8 @@ pub struct ExecArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
-    /// Keep stdin open (the caller's)
-    #[arg(short, long)]
-    pub interactive: bool,
-
-    /// Give the command a terminal of its own
-    #[arg(short, long)]
-    pub tty: bool,
-
-    /// Set an environment variable: KEY=VALUE, or KEY to pass this shell's on
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<String>,
-
-    /// The command's working directory [default: the container's]
-    #[arg(short = 'w', long, value_name = "DIR")]
-    pub workdir: Option<String>,
-
-    /// Run as this user [default: the container's]
-    #[arg(short = 'u', long, value_name = "USER")]
-    pub user: Option<String>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
 
     pub container: String,
 
@@ -241,21 +224,40 @@ pub struct RmiArgs {
     pub images: Vec<String>,
 }
 
+/// How the command runs, in `run` and in `exec` alike.
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Keep stdin open: the caller's (with run -d, an open pipe that nobody
+    /// writes to)
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the command a terminal of its own (with -i: the keyboard)
+    #[arg(short, long)]
+    pub tty: bool,
+
+    /// Set an environment variable: KEY=VALUE, or KEY to pass this shell's
+    /// on (repeatable)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+
+    /// The command's working directory [default: the image's WorkingDir,
+    /// or /; for exec, the container's]
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Run as this user: NAME, UID, NAME:GROUP or UID:GID [default: the
+    /// image's User, or root; for exec, the container's]
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+}
+
 // ANCHOR: run_args
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Run in the background: print the container's id and return
     #[arg(short, long)]
     pub detach: bool,
-
-    /// Keep the container's stdin open: the caller's, or with -d an open
-    /// pipe that nobody writes to
-    #[arg(short, long)]
-    pub interactive: bool,
-
-    /// Give the container a terminal of its own (with -i: the keyboard)
-    #[arg(short, long)]
-    pub tty: bool,
 
     /// Remove the container when it ends
     #[arg(long)]
@@ -299,18 +301,8 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "publish", value_name = "PORTS", value_parser = ports::parse)]
     pub publish: Vec<ports::Publish>,
 
-    /// Set an environment variable in the container: KEY=VALUE, or KEY to
-    /// pass this shell's on (repeatable)
-    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
-    pub env: Vec<String>,
-
-    /// The command's working directory [default: the image's WorkingDir, or /]
-    #[arg(short = 'w', long, value_name = "DIR")]
-    pub workdir: Option<String>,
-
-    /// Run as this user: NAME, UID, NAME:GROUP or UID:GID [default: the image's User, or root]
-    #[arg(short = 'u', long, value_name = "USER")]
-    pub user: Option<String>,
+    #[command(flatten)]
+    pub process: ProcessArgs,
 
     /// Run this program instead of the image's Entrypoint ("" for none);
     /// the image's Cmd is then not used either

@@ -26,7 +26,7 @@ use nix::sched::{CloneFlags, setns};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork};
 
-use crate::cli::ExecArgs;
+use crate::cli::{ExecArgs, ProcessArgs};
 use crate::command::{self, Command};
 use crate::exit::{self, Failure};
 use crate::image::RunConfig;
@@ -57,14 +57,8 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
             .into());
         }
     };
-    let command = exec_command(
-        &record,
-        args.command,
-        args.env,
-        args.workdir,
-        args.user,
-        args.tty,
-    )?;
+    let (tty, interactive) = (args.process.tty, args.process.interactive);
+    let command = exec_command(&record, args.command, args.process)?;
     // Every namespace is opened before any is entered: they are found in
     // the host's /proc, which the container's mount namespace hides.
     let namespaces: Vec<(File, CloneFlags, &str)> = NAMESPACES
@@ -85,10 +79,10 @@ pub fn exec(args: ExecArgs) -> Result<u8> {
             .with_context(|| format!("join the container's {name} namespace"))?;
     }
     // ANCHOR_END: lab07-5-setns
-    let stdio = if args.tty {
-        stdio::Stdio::new(true, args.interactive, true)?
+    let stdio = if tty {
+        stdio::Stdio::new(true, interactive, true)?
     } else {
-        stdio::Stdio::inherit(args.interactive)
+        stdio::Stdio::inherit(interactive)
     };
     let _terminal = terminal::Foreground::save();
     signals::ignore_terminal_interrupts()?;
@@ -141,10 +135,7 @@ fn start_inside(
 fn exec_command(
     record: &Record,
     line: Vec<std::ffi::OsString>,
-    env: Vec<String>,
-    workdir: Option<String>,
-    user: Option<String>,
-    tty: bool,
+    process: ProcessArgs,
 ) -> Result<Command> {
     let container = RunConfig {
         env: Some(record.env.clone()),
@@ -153,11 +144,11 @@ fn exec_command(
         ..RunConfig::default()
     };
     let overrides = command::Overrides {
-        env,
-        tty,
+        env: process.env,
+        tty: process.tty,
         entrypoint: None,
-        workdir,
-        user,
+        workdir: process.workdir,
+        user: process.user,
     };
     Command::new(line, Some(&container), overrides)
 }

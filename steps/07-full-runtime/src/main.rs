@@ -127,15 +127,15 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
     // here), held so that no `rmi` removes them while the container runs.
     let pull_options = verbs::pull_options(args.registry)?;
     let rootfs = rootfs::resolve(&args.rootfs, &args.store.root, &pull_options)?;
-    let mut record = new_record(&args.rootfs, args.name, args.rm, args.tty)?;
+    let mut record = new_record(&args.rootfs, args.name, args.rm, args.process.tty)?;
     let id = record.short_id().to_owned();
     let hostname = args.hostname.unwrap_or_else(|| id.clone());
     let overrides = command::Overrides {
-        env: args.env,
-        tty: args.tty,
+        env: args.process.env,
+        tty: args.process.tty,
         entrypoint: args.entrypoint,
-        workdir: args.workdir,
-        user: args.user,
+        workdir: args.process.workdir,
+        user: args.process.user,
     };
     let command = Command::new(args.command, rootfs.run_config().as_ref(), overrides)?;
     record.command = command.line();
@@ -156,7 +156,11 @@ fn run(args: Box<cli::RunArgs>) -> Result<u8> {
     etc::write(&dir.upper(), &hostname, network.address())?;
     // Removed when dropped too, after killing whatever is left inside.
     let cgroup = Cgroup::create(&args.cgroup_parent, &id, &args.limits)?;
-    let stdio = Stdio::new(args.tty, args.interactive, detached.is_none())?;
+    let stdio = Stdio::new(
+        args.process.tty,
+        args.process.interactive,
+        detached.is_none(),
+    )?;
     let handoff = Handoff::new()?;
     let release = Release::new()?;
     // Given back to the caller's shell when this is dropped, on every way out.
