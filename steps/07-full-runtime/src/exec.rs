@@ -162,7 +162,17 @@ fn exec_command(
 fn join_cgroup(pid: Pid) -> Result<()> {
     let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .with_context(|| format!("read /proc/{pid}/cgroup"))?;
-    let mounts = cgroup_mounts()?;
+    for procs in procs_files(&theirs, &cgroup_mounts()?) {
+        fs::write(&procs, "0")
+            .with_context(|| format!("join the container's cgroup: write {}", procs.display()))?;
+    }
+    Ok(())
+}
+
+/// The `cgroup.procs` file of each of the hierarchies that a
+/// /proc/PID/cgroup text names, where `mounts` has them mounted.
+fn procs_files(theirs: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     for line in theirs.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
@@ -181,18 +191,20 @@ fn join_cgroup(pid: Pid) -> Result<()> {
         }) else {
             continue;
         };
-        let procs = point
-            .join(path.trim_start_matches('/'))
-            .join("cgroup.procs");
-        fs::write(&procs, "0")
-            .with_context(|| format!("join the container's cgroup: write {}", procs.display()))?;
+        files.push(
+            point
+                .join(path.trim_start_matches('/'))
+                .join("cgroup.procs"),
+        );
     }
-    Ok(())
+    files
 }
 
-/// Each cgroup mount of ours: whether it is v2, the options of its
-/// superblock (a v1 hierarchy's name its controllers), and where it is.
-fn cgroup_mounts() -> Result<Vec<(bool, Vec<String>, PathBuf)>> {
+/// A cgroup mount: whether it is v2, the options of its superblock (a v1
+/// hierarchy's name its controllers), and where it is.
+type CgroupMount = (bool, Vec<String>, PathBuf);
+
+fn cgroup_mounts() -> Result<Vec<CgroupMount>> {
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
     let mut mounts = Vec::new();
@@ -216,3 +228,59 @@ fn cgroup_mounts() -> Result<Vec<(bool, Vec<String>, PathBuf)>> {
     Ok(mounts)
 }
 // ANCHOR_END: join_cgroup
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(v2: bool, options: &str, point: &str) -> CgroupMount {
+        let options = options.split(',').map(str::to_owned).collect();
+        (v2, options, PathBuf::from(point))
+    }
+
+    fn paths(files: Vec<PathBuf>) -> Vec<String> {
+        files.iter().map(|f| f.display().to_string()).collect()
+    }
+
+    #[test]
+    fn finds_the_v2_cgroup() {
+        let mounts = [mount(true, "rw,nosuid,nsdelegate", "/sys/fs/cgroup")];
+        assert_eq!(
+            paths(procs_files("0::/ferry/abc\n", &mounts)),
+            ["/sys/fs/cgroup/ferry/abc/cgroup.procs"]
+        );
+    }
+
+    #[test]
+    fn finds_systemds_co_mounted_hierarchies_and_skips_named_ones() {
+        // systemd's hybrid layout: cpu and cpuacct one hierarchy, and a
+        // cgroup2 beside them in unified/.
+        let mounts = [
+            mount(
+                false,
+                "rw,nosuid,nodev,noexec,relatime,cpu,cpuacct",
+                "/sys/fs/cgroup/cpu,cpuacct",
+            ),
+            mount(
+                false,
+                "rw,nosuid,nodev,noexec,relatime,memory",
+                "/sys/fs/cgroup/memory",
+            ),
+            mount(false, "rw,xattr,name=systemd", "/sys/fs/cgroup/systemd"),
+            mount(
+                true,
+                "rw,nosuid,nodev,noexec,relatime",
+                "/sys/fs/cgroup/unified",
+            ),
+        ];
+        let theirs = "12:name=systemd:/user.slice\n4:cpu,cpuacct:/ferry/abc\n3:memory:/ferry/abc\n0::/ferry/abc\n";
+        assert_eq!(
+            paths(procs_files(theirs, &mounts)),
+            [
+                "/sys/fs/cgroup/cpu,cpuacct/ferry/abc/cgroup.procs",
+                "/sys/fs/cgroup/memory/ferry/abc/cgroup.procs",
+                "/sys/fs/cgroup/unified/ferry/abc/cgroup.procs",
+            ]
+        );
+    }
+}
